@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 SHARED_DATA = Path(os.environ.get("HF_GRU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -16,10 +18,3 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real dataset {path} is absent; set HF_GRU_SHARED_DATA to the folder holding '{name}'")
     return path
-
-
-@pytest.fixture(autouse=True)
-def _offline_hub(monkeypatch):
-    """Tests never reach the real Hub; a test that needs a Hub starts the local one."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
