@@ -1,0 +1,475 @@
+"""PyTorch GRU text classifiers as `transformers` models.
+
+This file travels to the Hub as remote code next to `configuration_gru.py`: it may import only `torch`,
+`transformers` and the configuration, so that `trust_remote_code=True` works where `hf_gru` is not installed.
+
+Variable-length batches are exact: every layer runs on right-aligned tokens (left padding or holes in the mask are
+compacted first), the left-to-right GRU reads padding only after a text's last token, and the right-to-left GRU
+reads each text reversed within its own length (one `gather`), so neither direction ever starts on padding while
+the fast dense cuDNN / oneDNN kernels keep running. `benchmarks/padding_strategies.py` measures this against
+`pack_padded_sequence`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+
+from .configuration_gru import GRUConfig
+
+try:  # transformers >= 5: init helpers that skip weights already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover - older transformers: plain torch init (no partial-load skipping needed)
+    init = nn.init
+
+
+class GRUReferenceLayer(nn.Module):
+    r"""
+    One left-to-right GRU layer written out gate by gate (Cho et al., 2014), the seed article's subject done right.
+
+    It follows the convention of `torch.nn.GRU` and cuDNN, including its parameter names and shapes, so the same
+    weights load into either and the fast kernel can be checked against these equations:
+
+    ```
+    r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)          reset gate
+    z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)          update gate (share of the old state kept)
+    n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))     candidate state
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+    ```
+
+    The seed writes the update with the roles of `z_t` and `1 - z_t` swapped and applies the reset gate before the
+    matrix product (`W (r_t * h_{t-1})`, Cho's original); both are equivalent reparametrisations. There is no output
+    gate: a GRU emits `h_t` itself.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size))
+        bound = 1.0 / math.sqrt(hidden_size)  # torch.nn.GRU's default, for use outside a PreTrainedModel
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            inputs: `(batch, time, input_size)`.
+            state: initial state `(1, batch, hidden_size)`, zeros when `None`.
+
+        Returns:
+            outputs `(batch, time, hidden_size)` and the final state `(1, batch, hidden_size)`, as `nn.GRU`.
+        """
+        batch_size, num_steps, _ = inputs.shape
+        h = inputs.new_zeros(batch_size, self.hidden_size) if state is None else state[0]
+        # The input half of every gate does not depend on the recurrence: one matrix product for all time steps.
+        input_reset, input_update, input_candidate = nn.functional.linear(
+            inputs, self.weight_ih_l0, self.bias_ih_l0
+        ).chunk(3, dim=-1)
+        outputs = []
+        for t in range(num_steps):
+            hidden_reset, hidden_update, hidden_candidate = nn.functional.linear(
+                h, self.weight_hh_l0, self.bias_hh_l0
+            ).chunk(3, dim=-1)
+            reset = torch.sigmoid(input_reset[:, t] + hidden_reset)
+            update = torch.sigmoid(input_update[:, t] + hidden_update)
+            candidate = torch.tanh(input_candidate[:, t] + reset * hidden_candidate)
+            h = (1.0 - update) * candidate + update * h
+            outputs.append(h)
+        if not outputs:
+            return inputs.new_zeros(batch_size, 0, self.hidden_size), h.unsqueeze(0)
+        return torch.stack(outputs, dim=1), h.unsqueeze(0)
+
+
+def _recurrent_layer(config: GRUConfig, input_size: int) -> nn.Module:
+    if config.gru_implementation == "reference":
+        return GRUReferenceLayer(input_size, config.hidden_size)
+    return nn.GRU(input_size, config.hidden_size, num_layers=1, batch_first=True)
+
+
+class GRULayer(nn.Module):
+    """
+    One stacked layer: a left-to-right GRU, optionally a right-to-left one, and the seed's optional output gate.
+
+    Inputs are right-aligned (each text's tokens first, padding after), which the layer relies on for exactness.
+    """
+
+    def __init__(self, config: GRUConfig, input_size: int):
+        super().__init__()
+        self.forward_rnn = _recurrent_layer(config, input_size)
+        self.backward_rnn = _recurrent_layer(config, input_size) if config.bidirectional else None
+        # Seed §3.2.4-3.2.5: y_t = sigmoid(W_o [h_t; x_t] + b_o) * tanh(h_t); the recurrence itself keeps h_t.
+        self.output_gate = (
+            nn.Linear(config.output_size + input_size, config.output_size) if config.output_gate else None
+        )
+
+    def forward(self, inputs: torch.Tensor, reverse_index: torch.Tensor | None) -> torch.Tensor:
+        """
+        Args:
+            inputs: `(batch, time, input_size)`, right-aligned.
+            reverse_index: `(batch, time, input_size)` gather index reversing each text within its own length
+                (padding stays in place); required when the layer is bidirectional.
+
+        Returns:
+            `(batch, time, num_directions * hidden_size)`; values at padded positions are meaningless.
+        """
+        outputs, _ = self.forward_rnn(inputs)
+        if self.backward_rnn is not None:
+            reversed_inputs = inputs.gather(1, reverse_index)
+            backward_outputs, _ = self.backward_rnn(reversed_inputs)
+            index = reverse_index[..., :1].expand(-1, -1, backward_outputs.shape[-1])
+            outputs = torch.cat([outputs, backward_outputs.gather(1, index)], dim=-1)
+        if self.output_gate is not None:
+            gate = torch.sigmoid(self.output_gate(torch.cat([outputs, inputs], dim=-1)))
+            outputs = gate * torch.tanh(outputs)
+        return outputs
+
+
+class GRUPooler(nn.Module):
+    """Turns per-token outputs into one vector per text, looking at real tokens only."""
+
+    def __init__(self, config: GRUConfig):
+        super().__init__()
+        self.pooling = config.pooling
+        self.hidden_size = config.hidden_size
+        self.bidirectional = config.bidirectional
+        if self.pooling == "attention":
+            self.attention_projection = nn.Linear(config.output_size, config.output_size)
+            self.attention_score = nn.Linear(config.output_size, 1, bias=False)
+
+    def forward(self, outputs: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            outputs: `(batch, time, output_size)`, right-aligned.
+            mask: `(batch, time)` bool, True on real tokens (a prefix of each row).
+            lengths: `(batch,)` number of real tokens; a text with none pools to a zero vector.
+
+        Returns:
+            `(batch, output_size)`.
+        """
+        mask3 = mask.unsqueeze(-1)
+        if self.pooling == "mean":
+            summed = outputs.masked_fill(~mask3, 0.0).sum(dim=1)
+            return summed / lengths.clamp(min=1).unsqueeze(-1).to(outputs.dtype)
+        if self.pooling == "max":
+            pooled = outputs.masked_fill(~mask3, torch.finfo(outputs.dtype).min).amax(dim=1)
+            return pooled.masked_fill((lengths == 0).unsqueeze(-1), 0.0)
+        if self.pooling == "attention":
+            scores = self.attention_score(torch.tanh(self.attention_projection(outputs))).squeeze(-1)
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # empty rows weigh nothing
+            return torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
+        # "last": the left-to-right state after the last real token, and the right-to-left state after the first.
+        last_index = (lengths - 1).clamp(min=0)
+        batch_index = torch.arange(outputs.shape[0], device=outputs.device)
+        pooled = outputs[batch_index, last_index, : self.hidden_size]
+        if self.bidirectional:
+            pooled = torch.cat([pooled, outputs[:, 0, self.hidden_size :]], dim=-1)
+        return pooled.masked_fill((lengths == 0).unsqueeze(-1), 0.0)
+
+
+class GRUPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the `transformers` plumbing shared by the GRU models."""
+
+    config_class = GRUConfig
+    config: GRUConfig
+    base_model_prefix = "gru"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GRULayer"]
+    _auto_map = {
+        "AutoConfig": "configuration_gru.GRUConfig",
+        "AutoModel": "modeling_gru.GRUModel",
+        "AutoModelForSequenceClassification": "modeling_gru.GRUForSequenceClassification",
+    }
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Record every Auto class in `auto_map`, not only this one, so remote code can load any head from the dir."""
+        self.config.auto_map = {**self._auto_map, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """
+        `transformers`' default init leaves `nn.GRU` at torch's uniform init; GRUs train better with input weights
+        Xavier-uniform and recurrent weights orthogonal, one gate block at a time (so each gate's recurrent map
+        preserves the state's norm), and zero biases.
+        """
+        if isinstance(module, (nn.GRU, GRUReferenceLayer)):
+            for name, parameter in module.named_parameters():
+                if getattr(parameter, "_is_hf_initialized", False):
+                    continue  # loaded from a checkpoint
+                value = torch.empty_like(parameter)
+                if name.startswith("weight_ih"):
+                    for block in value.chunk(3, dim=0):
+                        nn.init.xavier_uniform_(block)
+                elif name.startswith("weight_hh"):
+                    for block in value.chunk(3, dim=0):
+                        nn.init.orthogonal_(block)
+                else:
+                    nn.init.zeros_(value)
+                init.copy_(parameter, value)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=self.config.embedding_init_std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+def _right_align(mask: torch.Tensor) -> torch.Tensor | None:
+    """Gather index `(batch, time)` moving each row's real tokens to the front in order, or None if already so."""
+    if bool((mask[:, 1:] <= mask[:, :-1]).all()):
+        return None
+    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+
+
+def _reverse_within_length(lengths: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Index `(batch, time)`: position t of row b reads position len_b - 1 - t; padding maps to itself."""
+    steps = torch.arange(num_steps, device=lengths.device).unsqueeze(0)
+    lengths = lengths.unsqueeze(1)
+    return torch.where(steps < lengths, lengths - 1 - steps, steps)
+
+
+class GRUModel(GRUPreTrainedModel):
+    """Token embeddings and a stack of GRU layers, pooled into one vector per text."""
+
+    def __init__(self, config: GRUConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList(
+            GRULayer(config, config.embedding_size if i == 0 else config.output_size) for i in range(config.num_layers)
+        )
+        self.layer_dropout = nn.Dropout(config.layer_dropout)
+        self.pooler = GRUPooler(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def _validate_inputs(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> None:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("GRUModel needs exactly one of `input_ids` or `inputs_embeds`")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must have shape (batch, sequence), got {tuple(input_ids.shape)}")
+            if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+                raise ValueError(f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}")
+            if input_ids.numel() > 0:
+                low, high = int(input_ids.min()), int(input_ids.max())
+                if low < 0 or high >= self.config.vocab_size:
+                    raise ValueError(
+                        f"`input_ids` holds ids outside [0, vocab_size={self.config.vocab_size}): min {low}, "
+                        f"max {high}. The tokenizer and the model disagree; use the tokenizer saved with this model, "
+                        "or build the model with `vocab_size=len(tokenizer)`."
+                    )
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.embedding_size:
+                raise ValueError(
+                    f"`inputs_embeds` must have shape (batch, sequence, {self.config.embedding_size}), "
+                    f"got {tuple(inputs_embeds.shape)}"
+                )
+        shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
+        if attention_mask is not None and tuple(attention_mask.shape) != shape:
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the inputs have shape {shape}; "
+                "pad them together (e.g. with DataCollatorWithPadding)"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            input_ids: `(batch, sequence)` token ids in `[0, vocab_size)`.
+            attention_mask: `(batch, sequence)`, 1 on real tokens and 0 on padding; left, right or mixed padding
+                all give the same result for a text. All ones when `None`.
+            inputs_embeds: `(batch, sequence, embedding_size)`, instead of `input_ids`.
+            output_hidden_states: also return the embeddings and every layer's outputs.
+
+        Returns:
+            [`BaseModelOutputWithPooling`] with `last_hidden_state` `(batch, sequence, num_directions * hidden_size)`
+            (zeros at padded positions), `pooler_output` `(batch, num_directions * hidden_size)` and, if asked,
+            `hidden_states`: a tuple of `num_layers + 1` tensors `(batch, sequence, width)`. A row with no real token
+            (an empty text) pools to a zero vector, so its logits are the classifier's bias: finite, never NaN.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._validate_inputs(input_ids, inputs_embeds, attention_mask)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)
+        batch_size, num_steps = inputs_embeds.shape[:2]
+        if attention_mask is None:
+            mask = torch.ones(batch_size, num_steps, dtype=torch.bool, device=inputs_embeds.device)
+        else:
+            mask = attention_mask.to(device=inputs_embeds.device) != 0
+
+        # Work on right-aligned rows; undo the move on the way out so outputs line up with the inputs.
+        align_index = _right_align(mask) if num_steps > 0 else None
+        if align_index is not None:
+            mask = mask.gather(1, align_index)
+            inputs_embeds = inputs_embeds.gather(1, align_index.unsqueeze(-1).expand_as(inputs_embeds))
+        lengths = mask.sum(dim=1)
+        reverse_index = None
+        if self.config.bidirectional:
+            reverse_index = _reverse_within_length(lengths, num_steps).unsqueeze(-1)
+
+        keep = mask.unsqueeze(-1).to(inputs_embeds.dtype)
+        hidden = self.embedding_dropout(inputs_embeds)
+        all_hidden = [hidden * keep]
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                hidden = self.layer_dropout(hidden)
+            index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
+            hidden = layer(hidden, index) * keep.to(hidden.dtype)  # padded positions never leak into pooling
+            all_hidden.append(hidden)
+        pooled = self.pooler(hidden, mask, lengths)
+
+        if align_index is not None:
+            restore = torch.argsort(align_index, dim=1).unsqueeze(-1)
+            all_hidden = [h.gather(1, restore.expand_as(h)) for h in all_hidden]
+        last_hidden_state = all_hidden[-1]
+        hidden_states = tuple(all_hidden) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (last_hidden_state, pooled, hidden_states) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+class GRUForSequenceClassification(GRUPreTrainedModel):
+    """[`GRUModel`] with dropout and a linear classifier on the pooled vector: sentiment, topic, multi-label, scores."""
+
+    def __init__(self, config: GRUConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.gru = GRUModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.output_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.gru.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.gru.embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            input_ids, attention_mask, inputs_embeds, output_hidden_states: as in [`GRUModel.forward`].
+            labels: for `single_label_classification`, integer class ids `(batch,)` in `[0, num_labels)` (-100 is
+                ignored); for `multi_label_classification`, floats `(batch, num_labels)` in {0, 1}; for `regression`,
+                floats `(batch,)` or `(batch, num_labels)`. When `config.problem_type` is unset it is inferred exactly
+                as `transformers`' own classifiers do.
+            token_type_ids: accepted and ignored, so tokenizers that emit them (BERT's) can feed the model directly;
+                a GRU reads a single segment.
+
+        Returns:
+            [`SequenceClassifierOutput`] with `logits` `(batch, num_labels)` and `loss` when `labels` are given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.gru(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels)
+        if not return_dict:
+            rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + rest) if loss is not None else rest
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss `transformers`' classifiers compute for `problem_type`, after checking the labels fit it."""
+        labels = labels.to(logits.device)
+        batch_size = logits.shape[0]
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif self.num_labels > 1 and labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        problem_type = self.config.problem_type
+
+        if problem_type == "single_label_classification":
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                raise ValueError(
+                    f"single_label_classification needs integer class ids, got labels of dtype {labels.dtype}; "
+                    "cast with `labels.long()`, or set problem_type='multi_label_classification' for 0/1 vectors"
+                )
+            if labels.numel() != batch_size:
+                raise ValueError(
+                    f"single_label_classification needs one class id per text: labels of shape ({batch_size},), "
+                    f"got {tuple(labels.shape)}"
+                )
+            labels = labels.reshape(-1)
+            bad = (labels != -100) & ((labels < 0) | (labels >= self.num_labels))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"labels must be class ids in [0, num_labels={self.num_labels}) or -100 (ignored); "
+                    f"got {sorted(set(labels[bad].tolist()))}"
+                )
+            return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels)
+
+        if not labels.is_floating_point():
+            raise ValueError(f"{problem_type} needs float labels, got dtype {labels.dtype}; cast with `labels.float()`")
+        if problem_type == "multi_label_classification":
+            if tuple(labels.shape) != tuple(logits.shape):
+                raise ValueError(
+                    f"multi_label_classification needs labels of shape {tuple(logits.shape)} "
+                    f"(one 0/1 column per label), got {tuple(labels.shape)}"
+                )
+            return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+        # regression
+        if self.num_labels == 1:
+            if labels.numel() != batch_size:
+                raise ValueError(
+                    f"regression with one output needs labels of shape ({batch_size},), got {tuple(labels.shape)}"
+                )
+            return MSELoss()(logits.squeeze(-1), labels.reshape(-1).to(logits.dtype))
+        if tuple(labels.shape) != tuple(logits.shape):
+            raise ValueError(f"regression needs labels of shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
+        return MSELoss()(logits, labels.to(logits.dtype))
+
+
+__all__ = ["GRUReferenceLayer", "GRUPreTrainedModel", "GRUModel", "GRUForSequenceClassification"]
