@@ -6,8 +6,10 @@ tokenizer reloads with `AutoTokenizer.from_pretrained` anywhere, without `hf_gru
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -45,7 +47,12 @@ def train_tokenizer(
     model_max_length: int = 512,
     show_progress: bool = False,
 ) -> PreTrainedTokenizerFast:
-    """Train a WordPiece, BPE or Unigram tokenizer on `texts` (any iterable, consumed once, streamed in batches).
+    """Train a WordPiece, BPE or Unigram tokenizer on `texts` (any iterable of strings, read in batches).
+
+    WordPiece and BPE training is deterministic: the same texts give the same vocabulary and ids in every run and
+    process (the Rust trainers alone are not; see `_continuation_pieces`). They read the texts twice, so a one-shot
+    iterator is buffered; pass a re-iterable (a list, a `datasets` column) for huge corpora. Unigram reads them once
+    and its vocabulary can still differ slightly between runs (upstream trainer).
 
     Normalisation is BERT's (`BertNormalizer`: clean control characters, lowercase and strip accents when
     `lowercase`), and every algorithm splits on whitespace and punctuation and puts each CJK ideograph in a token of
@@ -63,12 +70,20 @@ def train_tokenizer(
     """
     algorithm = _check_args(texts, algorithm, vocab_size, min_frequency, model_max_length)
     tokenizer, trainer = _build(algorithm, vocab_size, min_frequency, lowercase, show_progress)
+    if algorithm != "unigram":
+        # One pass to fix the continuation pieces' ids up front (see `_continuation_pieces`); a one-shot
+        # iterator is buffered so that it can be read twice.
+        if iter(texts) is texts:
+            texts = list(texts)
+        continuation = _continuation_pieces(texts, tokenizer.normalizer)
+        trainer.special_tokens = [*SPECIAL_TOKENS, *continuation]
 
     counter = [0]
     length = len(texts) if hasattr(texts, "__len__") else None  # only feeds the progress bar
     tokenizer.train_from_iterator(_batches(texts, counter), trainer=trainer, length=length)
     if counter[0] == 0:
         raise ValueError("train_tokenizer got no texts: `texts` was empty (was a generator already consumed?)")
+    tokenizer = _canonical(tokenizer, algorithm)
 
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -103,6 +118,35 @@ def _check_args(texts: object, algorithm: str, vocab_size: int, min_frequency: i
     if not _is_int(model_max_length) or model_max_length <= 0:
         raise ValueError(f"train_tokenizer: model_max_length must be a positive int, got {model_max_length!r}")
     return algo
+
+
+def _continuation_pieces(texts: Iterable[str], normalizer: normalizers.Normalizer) -> list[str]:
+    """`##c` for every character `c` of the normalised texts, sorted.
+
+    The Rust BPE/WordPiece trainers create these pieces lazily while iterating a hash map, so their ids, and through
+    merge tie-breaking even the vocabulary, change from run to run (huggingface/tokenizers#1794). Declared up front
+    they get fixed ids and training becomes deterministic; `_canonical` then demotes them to ordinary tokens.
+    """
+    alphabet: set[str] = set()
+    for batch in _batches(texts, [0]):
+        alphabet.update(normalizer.normalize_str("\n".join(batch)))
+    # CJK ideographs are always split off as words of their own: they never continue a word.
+    cjk = re.compile(_CJK_CLASS)
+    return ["##" + c for c in sorted(alphabet) if not c.isspace() and not cjk.match(c)]
+
+
+def _canonical(tokenizer: Tokenizer, algorithm: str) -> Tokenizer:
+    """The trained tokenizer with only [PAD]/[UNK] special, and ids that do not depend on hash-map order."""
+    state = json.loads(tokenizer.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    if algorithm == "unigram":
+        # Pieces with equal scores come out in hash-map order: sort them (specials keep their leading ids).
+        vocab = state["model"]["vocab"]
+        head = [piece for piece in vocab if piece[0] in SPECIAL_TOKENS]
+        rest = sorted((piece for piece in vocab if piece[0] not in SPECIAL_TOKENS), key=lambda p: (-p[1], p[0]))
+        state["model"]["vocab"] = head + rest
+        state["model"]["unk_id"] = [piece[0] for piece in head].index(UNK_TOKEN)
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def _is_int(value: object) -> bool:

@@ -221,3 +221,31 @@ def test_load_tokenizer_supplies_a_missing_pad_token(tmp_path: Path, caplog: pyt
         tok = load_tokenizer(str(tmp_path))
     assert tok.pad_token == "[UNK]" and len(tok) == len(trained)
     assert "no pad token" in caplog.text
+
+
+DETERMINISM_PROBE = """
+import hashlib, json, sys
+from hf_gru.tokenization import train_tokenizer
+texts = json.load(open(sys.argv[1]))
+for algorithm in ("wordpiece", "bpe"):
+    tok = train_tokenizer(texts, algorithm=algorithm, vocab_size=3000)
+    print(algorithm, hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest())
+"""
+
+
+def test_wordpiece_and_bpe_training_is_deterministic_across_processes(tmp_path: Path) -> None:
+    """Each process hashes differently: with the Rust trainers alone, two runs differ most of the time."""
+    corpus = tmp_path / "texts.json"
+    corpus.write_text(json.dumps(list(_texts("en", "train", 3000)) + list(_texts("zh", "train", 300))))
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", DETERMINISM_PROBE, str(corpus)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs[0][0] == "wordpiece" and runs[0][2] == "bpe"
+    assert runs[0] == runs[1]
