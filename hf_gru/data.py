@@ -569,11 +569,10 @@ class _EncodeLabels:
         return {"label": [index[y] for y in batch["label"]]}
 
 
-def _unseen_message(unseen: Sequence[str], split: str, names: Sequence[str]) -> str:
+def _unseen_message(unseen: Sequence[str], split: str, names: Sequence[str], owner: str = "the training split") -> str:
     shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
     return (
-        f"{split} split has labels outside the label set fixed by the training split: {shown} "
-        f"(known labels: {', '.join(names)})"
+        f"{split} split has labels outside the label set fixed by {owner}: {shown} (known labels: {', '.join(names)})"
     )
 
 
@@ -608,10 +607,10 @@ def _label_names(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[
         return tuple(sorted(names))
 
 
-def _encode_labels(ds: Dataset, names: tuple[str, ...], split: str) -> Dataset:
+def _encode_labels(ds: Dataset, names: tuple[str, ...], split: str, owner: str = "the training split") -> Dataset:
     unseen = sorted(set(ds.unique("label")) - set(names))
     if unseen:
-        raise ValueError(_unseen_message(unseen, split, names))
+        raise ValueError(_unseen_message(unseen, split, names, owner))
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(names))})
     return ds.map(_EncodeLabels(names, split), batched=True, features=features)
 
@@ -626,11 +625,14 @@ def load_raw_datasets(
     label_column: str | None = None,
     validation_fraction: float = 0.1,
     seed: int = 42,
+    label_names: Sequence[str] | None = None,
+    carve_validation: bool = True,
 ) -> DatasetDict:
     """Any dataset reference → ``train``/``validation``[/``test``] with exactly ``text`` and a ``ClassLabel`` ``label``.
 
-    The label set and order come from the training split; validation is carved from train (seeded, stratified) when
-    the source has none; a missing test split is only reported, never faked. ``demo`` is always split 80/10/10
+    The label set and order come from the training split, or from ``label_names`` (a trained model's labels, when
+    evaluating it on other data); validation is carved from train (seeded, stratified) when the source has none and
+    ``carve_validation``; a missing test split is only reported, never faked. ``demo`` is always split 80/10/10
     (``validation_fraction`` does not apply to it).
     """
     if not 0 < validation_fraction < 1:
@@ -643,14 +645,15 @@ def load_raw_datasets(
     train, source_names = cleaned["train"]
     if not len(train):
         raise ValueError(f"the training split of {reference!r} has no usable rows (non-empty text and a label)")
-    names = _label_names(train, source_names)
+    names = tuple(label_names) if label_names is not None else _label_names(train, source_names)
+    owner = "the model" if label_names is not None else "the training split"
     splits = {}
     for split, (ds, _) in cleaned.items():
         if len(ds):
-            splits[split] = _encode_labels(ds, names, split)
+            splits[split] = _encode_labels(ds, names, split, owner)
         else:
             logger.warning("the %s split of %r has no usable rows and is left out", split, reference)
-    if "validation" not in splits:
+    if "validation" not in splits and carve_validation:
         splits["train"], splits["validation"] = _carve_validation(splits["train"], validation_fraction, seed)
     if "test" not in splits:
         logger.warning("%r has no test split: final evaluation will have to use the validation split", reference)

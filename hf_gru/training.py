@@ -236,7 +236,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: Pa
 
 
 def build_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str], *, max_length: int
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str]
 ) -> GRUForSequenceClassification:
     """A fresh model sized to the tokenizer and label set, or a saved one re-headed for these labels."""
     labels = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
@@ -309,7 +309,7 @@ def _dataset_identity(reference: str) -> tuple[str, str | None]:
     return hub_id.split("/")[-1], hub_id
 
 
-def _hyperparameters(model: GRUForSequenceClassification, args: GRUTrainingArguments, tokenizer) -> dict[str, Any]:
+def _hyperparameters(model: GRUForSequenceClassification, args: TrainingArguments) -> dict[str, Any]:
     config = model.config
     return {
         "learning_rate": args.learning_rate,
@@ -331,24 +331,34 @@ def _hyperparameters(model: GRUForSequenceClassification, args: GRUTrainingArgum
     }
 
 
-def write_outputs(outcome: TrainingOutcome, model_args: ModelArguments, data_args: DataArguments) -> None:
-    """Plots, the training summary and the model card: main process only."""
-    trainer, data, output_dir = outcome.trainer, outcome.data, outcome.output_dir
-    args = trainer.args
+def final_split(data: PreparedData) -> str:
+    """The split final results and the confusion matrix are reported on: test when the data has one."""
+    return "test" if data.has_test else "validation"
+
+
+def write_outputs(
+    output_dir: Path,
+    *,
+    model: GRUForSequenceClassification,
+    data: PreparedData,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    log_history: list[dict],
+    confusion: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """Plots, the training summary and the model card, beside a saved model and `all_results.json`.
+
+    Shared by the Trainer path and the plain accelerate loop, so both leave the same directory behind. `confusion`
+    is (true labels, predicted labels) on `final_split(data)`. Main process only.
+    """
     plot_training_curves(
-        trainer.state.log_history, output_dir / TRAINING_CURVES_FILE, metric=f"eval_{args.metric_for_best_model}"
+        log_history, output_dir / TRAINING_CURVES_FILE, metric=f"eval_{training_args.metric_for_best_model}"
     )
-    split = "test" if data.has_test else "validation"
-    if trainer.model.config.problem_type in (None, "single_label_classification"):
-        prediction = trainer.predict(data.tokenized[split], metric_key_prefix="confusion")
+    split = final_split(data)
+    if confusion is not None:
         names = [data.id2label[i] for i in range(data.num_labels)]
-        plot_confusion_matrix(
-            prediction.label_ids,
-            np.asarray(prediction.predictions).argmax(-1),
-            names,
-            output_dir / CONFUSION_MATRIX_FILE,
-            title=f"{split} split",
-        )
+        plot_confusion_matrix(*confusion, names, output_dir / CONFUSION_MATRIX_FILE, title=f"{split} split")
     dataset_name, hub_id = _dataset_identity(data.reference)
     texts = data.raw["train"]["text"][:2000]
     example = data.raw[split][0]["text"] if len(data.raw[split]) else "This is great!"
@@ -362,13 +372,35 @@ def write_outputs(outcome: TrainingOutcome, model_args: ModelArguments, data_arg
         language=data_args.language or detect_language(list(texts)),
         license=data_args.license,
         split_sizes={name: len(ds) for name, ds in data.raw.items()},
-        hyperparameters=_hyperparameters(trainer.model, args, data.tokenizer),
-        max_length=resolve_max_length(data.tokenizer, data_args.max_length),
+        hyperparameters=_hyperparameters(model, training_args),
+        max_length=data.tokenizer.model_max_length,
         tokenizer=f"{tokenizer_description} ({len(data.tokenizer):,} tokens)",
         example_text=example[:200],
         confusion_split=split,
     ).save(output_dir)
     write_model_card(output_dir)
+
+
+def save_results(output_dir: Path, metrics: dict[str, float]) -> Path:
+    """`all_results.json`, the way `Trainer.save_metrics(..., combined=True)` writes it."""
+    path = output_dir / RESULTS_FILE
+    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8")
+    return path
+
+
+def push_trained_model(output_dir: Path, training_args: TrainingArguments) -> str:
+    """`--push_to_hub`: one commit through `hf_gru.hub`, the same code as `hf-gru push`."""
+    from .hub import push_model
+
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
+    return push_model(
+        output_dir,
+        training_args.hub_model_id,
+        private=bool(training_args.hub_private_repo),
+        revision=training_args.hub_revision,
+        token=training_args.hub_token,
+    )
 
 
 def run_training(
@@ -377,6 +409,9 @@ def run_training(
     """Data → tokenizer → model → Trainer → best model, tokenizer, all_results.json, plots and card in output_dir."""
     if not training_args.output_dir:
         raise ValueError("--output_dir is required: the directory that receives the trained model")
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end, below
+    if push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
     output_dir = Path(training_args.output_dir)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
     if training_args.process_index == 0:
@@ -403,13 +438,13 @@ def run_training(
             lowercase=model_args.lowercase,
         ),
     )
+    # Saved with the model, so that inference truncates exactly where training did.
+    data.tokenizer.model_max_length = resolve_max_length(data.tokenizer, data_args.max_length)
     if data_args.max_train_samples is not None:
         train = data.tokenized["train"].shuffle(seed=training_args.seed)
         data.tokenized["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
 
-    model = build_model(
-        model_args, data.tokenizer, data.id2label, max_length=resolve_max_length(data.tokenizer, data_args.max_length)
-    )
+    model = build_model(model_args, data.tokenizer, data.id2label)
     trainer = build_trainer(model, training_args, data)
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -418,19 +453,30 @@ def run_training(
     train_metrics["train_samples"] = len(data.tokenized["train"])
     trainer.save_model()  # the best model (load_best_model_at_end) and its tokenizer
     trainer.save_state()
-    trainer.save_metrics("train", train_metrics)
+    trainer.remove_callback(EarlyStoppingCallback)  # it only understands eval_* metrics
 
     metrics = dict(train_metrics)
-    eval_metrics = trainer.evaluate(metric_key_prefix="eval")
-    trainer.save_metrics("eval", eval_metrics)
-    metrics.update(eval_metrics)
-    if data.has_test:
-        test_metrics = trainer.evaluate(data.tokenized["test"], metric_key_prefix="test")
-        trainer.save_metrics("test", test_metrics)
-        metrics.update(test_metrics)
+    metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    split = final_split(data)
+    prediction = trainer.predict(data.tokenized[split], metric_key_prefix=split)
+    if split == "test":
+        metrics.update(prediction.metrics)
     outcome = TrainingOutcome(output_dir=output_dir, metrics=metrics, trainer=trainer, data=data)
     if trainer.is_world_process_zero():
-        write_outputs(outcome, model_args, data_args)
+        save_results(output_dir, metrics)
+        single_label = model.config.problem_type in (None, "single_label_classification")
+        write_outputs(
+            output_dir,
+            model=trainer.model,
+            data=data,
+            model_args=model_args,
+            data_args=data_args,
+            training_args=training_args,
+            log_history=trainer.state.log_history,
+            confusion=(prediction.label_ids, prediction.predictions.argmax(-1)) if single_label else None,
+        )
+        if push_to_hub:
+            push_trained_model(output_dir, training_args)
     return outcome
 
 

@@ -1,0 +1,183 @@
+"""`hf-gru`: train, evaluate, predict, push and demo. Argument parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("hf_gru")
+
+DEMO_EXAMPLES = (
+    "这本书写得非常好，强烈推荐！",
+    "质量太差了，用了两天就坏了，不推荐购买。",
+    "物流很快，包装也很精美，很满意。",
+    "客服态度恶劣，再也不会来这家店买东西了。",
+)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("hf_gru").setLevel(logging.INFO)
+
+
+def _train(argv: list[str]) -> int:
+    from .training import parse_training_arguments, run_training
+
+    model_args, data_args, training_args = parse_training_arguments(argv)
+    outcome = run_training(model_args, data_args, training_args)
+    if outcome.trainer.is_world_process_zero():
+        _print_result(outcome.output_dir, outcome.metrics)
+    return 0
+
+
+def _print_result(output_dir: Path, metrics: dict[str, float]) -> None:
+    headline = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("_accuracy", "_f1_macro", "_mse"))}
+    print(f"model, tokenizer, results, plots and model card saved to {output_dir}")
+    print(json.dumps(headline))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .inference import evaluate_model
+
+    metrics = evaluate_model(
+        args.model,
+        args.dataset,
+        split=args.split,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(json.dumps(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import predict_file
+
+    if args.output is None:
+        count = predict_file(args.model, args.input, sys.stdout, batch_size=args.batch_size, device=args.device)
+    else:
+        output = Path(args.output)
+        if output.exists() and not args.overwrite:
+            raise ValueError(f"--output {output} exists; pass --overwrite to replace it")
+        with output.open("w", encoding="utf-8") as handle:
+            count = predict_file(args.model, args.input, handle, batch_size=args.batch_size, device=args.device)
+    logger.info("wrote %d predictions to %s", count, args.output or "stdout")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_model
+
+    url = push_model(
+        args.model,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+    )
+    print(url)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Train on the embedded Chinese review corpus, report held-out accuracy, classify a few sentences."""
+    from transformers import pipeline  # the GRU classes are registered: this module lives in hf_gru
+
+    from .training import parse_training_arguments, run_training
+
+    argv = [
+        "--dataset", "demo",
+        "--output_dir", args.output_dir,
+        "--preset", "small",
+        "--max_length", "128",
+        "--num_train_epochs", str(args.epochs),
+        "--seed", str(args.seed),
+        "--overwrite_output_dir",
+        "--report_to", "none",
+    ]  # fmt: skip
+    outcome = run_training(*parse_training_arguments(argv))
+    accuracy = outcome.metrics.get("test_accuracy")
+    print(f"\nheld-out test accuracy: {accuracy:.4f} ({outcome.metrics.get('test_samples', '?')} texts)")
+    classifier = pipeline("text-classification", model=str(outcome.output_dir))
+    for text, result in zip(DEMO_EXAMPLES, classifier(list(DEMO_EXAMPLES))):
+        print(f"  {result['label']:>8s}  {result['score']:.3f}  {text}")
+    print(f"\nmodel card: {outcome.output_dir / 'README.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-gru", description=__doc__)
+    parser.add_argument("--verbose", "-v", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "train",
+        add_help=False,
+        help="train a classifier: hf-gru train --dataset REF --output-dir DIR [--epochs N] [--seed N] ...",
+        description="All options of scripts/train.py; see `hf-gru train --help`.",
+    )
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a dataset split (JSON, last line)")
+    evaluate.add_argument("--model", required=True, help="a trained model directory")
+    evaluate.add_argument("--dataset", required=True, help="dataset reference, as for train")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    evaluate.add_argument("--text-column", dest="text_column")
+    evaluate.add_argument("--label-column", dest="label_column")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+    predict = commands.add_parser("predict", help="label every text of a file, as JSON Lines {text, label, score}")
+    predict.add_argument("--model", required=True, help="a trained model directory")
+    predict.add_argument("--input", required=True, help="plain text (one text a line) or JSON Lines with 'text'")
+    predict.add_argument("--output", default=None, help="JSON Lines file to write (default: stdout)")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    predict.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    predict.add_argument("--device", default=None)
+
+    push = commands.add_parser("push", help="upload a trained model to the Hub in one commit")
+    push.add_argument("--model", required=True, help="a trained model directory")
+    push.add_argument("--repo-id", dest="repo_id", required=True, help="NAMESPACE/NAME")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
+    push.add_argument("--commit-message", dest="commit_message", default=None)
+    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+
+    demo = commands.add_parser("demo", help="train on the embedded Chinese review corpus and classify examples")
+    demo.add_argument("--output-dir", dest="output_dir", default="outputs/demo")
+    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=42)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    verbose = bool(argv) and argv[0] in ("-v", "--verbose")
+    if verbose:
+        argv = argv[1:]
+    _setup_logging(verbose)
+    try:
+        if argv and argv[0] == "train":
+            return _train(argv[1:])
+        args = parser.parse_args(argv)
+        handlers = {"evaluate": _evaluate, "predict": _predict, "push": _push, "demo": _demo}
+        return handlers[args.command](args)
+    except (ValueError, OSError) as error:  # bad input: say what and how to fix it, without a traceback
+        if verbose:
+            logger.exception("traceback")
+        print(f"hf-gru: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
