@@ -394,13 +394,24 @@ def push_trained_model(output_dir: Path, training_args: TrainingArguments) -> st
 
     if not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
-    return push_model(
-        output_dir,
-        training_args.hub_model_id,
-        private=bool(training_args.hub_private_repo),
-        revision=training_args.hub_revision,
-        token=training_args.hub_token,
-    )
+    try:
+        return push_model(
+            output_dir,
+            training_args.hub_model_id,
+            private=bool(training_args.hub_private_repo),
+            revision=training_args.hub_revision,
+            token=training_args.hub_token,
+        )
+    except (ValueError, OSError):
+        # The training itself succeeded: say so, and how to share the result without training again.
+        logger.error(
+            "training finished and the model is saved in %s, but pushing it failed; push it again with "
+            "`hf-gru push --model %s --repo-id %s`",
+            output_dir,
+            output_dir,
+            training_args.hub_model_id,
+        )
+        raise
 
 
 def run_training(
