@@ -26,9 +26,9 @@ class GRUConfig(PretrainedConfig):
             so the per-token width is `2 * hidden_size`.
         pooling (`str`, defaults to `"max"`): how per-token states become one vector: `"last"` (final state of
             each direction), `"mean"`, `"max"` (over real tokens only) or `"attention"` (a learned softmax weighting).
-        embedding_dropout (`float`, defaults to 0.1): dropout on the token embeddings.
-        layer_dropout (`float`, defaults to 0.1): dropout between stacked GRU layers.
-        classifier_dropout (`float`, defaults to 0.2): dropout on the pooled vector, before the classifier.
+        embedding_dropout (`float`, defaults to 0.3): dropout on the token embeddings.
+        layer_dropout (`float`, defaults to 0.3): dropout between stacked GRU layers.
+        classifier_dropout (`float`, defaults to 0.5): dropout on the pooled vector, before the classifier.
         output_gate (`bool`, defaults to `False`): the seed article's variant: each layer emits
             `y_t = sigmoid(W_o [h_t; x_t] + b_o) * tanh(h_t)` while the recurrence keeps `h_t`. A standard GRU
             (Cho et al., 2014) has no output gate; this is an opt-in experiment.
@@ -37,7 +37,8 @@ class GRUConfig(PretrainedConfig):
             parameters, so a checkpoint loads into either.
         pad_token_id (`int`, defaults to 0): id of the padding token; its embedding row starts at zero.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the classifier and pooling layers.
-        embedding_init_std (`float`, defaults to 0.1): std of the normal init of the embedding table.
+        embedding_init_std (`float`, defaults to 1.0): std of the normal init of the embedding table (torch's
+            default; much smaller tables learn markedly slower from scratch).
 
     Example:
 
@@ -58,14 +59,14 @@ class GRUConfig(PretrainedConfig):
         num_layers: int = 1,
         bidirectional: bool = True,
         pooling: str = "max",
-        embedding_dropout: float = 0.1,
-        layer_dropout: float = 0.1,
-        classifier_dropout: float = 0.2,
+        embedding_dropout: float = 0.3,
+        layer_dropout: float = 0.3,
+        classifier_dropout: float = 0.5,
         output_gate: bool = False,
         gru_implementation: str = "fused",
         pad_token_id: int = 0,
         initializer_range: float = 0.02,
-        embedding_init_std: float = 0.1,
+        embedding_init_std: float = 1.0,
         **kwargs,
     ):
         self.vocab_size = vocab_size

@@ -421,8 +421,12 @@ def run_training(
     if not training_args.output_dir:
         raise ValueError("--output_dir is required: the directory that receives the trained model")
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end, below
-    if push_to_hub and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
+    if push_to_hub:
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
+        from .hub import check_can_push
+
+        check_can_push(training_args.hub_model_id, token=training_args.hub_token)  # fail before training, not after
     output_dir = Path(training_args.output_dir)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
     if training_args.process_index == 0:
