@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 from transformers import (
     EarlyStoppingCallback,
     HfArgumentParser,
@@ -30,7 +32,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_gru import GRUConfig
-from .data import PreparedData, build_data_collator, prepare_data, resolve_max_length
+from .data import PreparedData, _tokenizer_fingerprint, build_data_collator, prepare_data, resolve_max_length
 from .metrics import build_compute_metrics
 from .model_card import RESULTS_FILE, TrainingSummary, write_model_card
 from .modeling_gru import GRUForSequenceClassification
@@ -58,6 +60,39 @@ ARCHITECTURE_FIELDS = (
 )
 _HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 _TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def device_type(use_cpu: bool = False) -> str:
+    """The device type training will run on ("cpu", "cuda", ...), decided before any distributed state exists."""
+    if use_cpu or os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes"):
+        return "cpu"
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, XPU, MPS, ...
+        accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        return accelerator.type if accelerator is not None else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_mixed_precision(precision: str, device: str) -> None:
+    """Refuse, before any data is read, a precision the hardware cannot run.
+
+    Without this, accelerate quietly trains fp16 on a CPU in fp32 (no autocast, while the model card says fp16), and
+    TrainingArguments answers bf16 on a CPU with a message about GPUs. One check for the Trainer and the loop.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError(
+            "fp16 mixed precision needs a GPU: on a CPU accelerate would silently train in fp32. Use bf16 "
+            "(--bf16 true / --mixed_precision bf16: CPU autocast, no loss scaling needed) or fp32 (the default)"
+        )
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name()
+        major, minor = torch.cuda.get_device_capability()
+        raise ValueError(
+            f"bf16 mixed precision needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere, Hopper, ...); "
+            f"{name} is {major}.{minor}. Use fp16 (--fp16 true / --mixed_precision fp16) or fp32 instead"
+        )
 
 
 @dataclass
@@ -155,6 +190,14 @@ class GRUTrainingArguments(TrainingArguments):
         # TrainingArguments turns an unset metric into "loss"; the right default depends on the problem type,
         # which only the model knows, so remember that it was unset (see `build_trainer`).
         self.best_metric_from_problem_type = self.metric_for_best_model is None
+        # [accelerate] Checked here, before TrainingArguments' own, less clear check. With no accelerator present,
+        # say so: accelerate makes the processes of torchrun / accelerate launch one (gloo) group only when told it is
+        # on CPU (else each trains alone), and TrainingArguments takes bf16 (CPU autocast) only then.
+        device = device_type(self.use_cpu)
+        precision = "fp16" if self.fp16 else "bf16" if self.bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if precision in ("fp16", "bf16"):
+            check_mixed_precision(precision, device)
+        self.use_cpu = self.use_cpu or device == "cpu"
         super().__post_init__()
 
 
@@ -255,17 +298,23 @@ def build_model(
     return GRUForSequenceClassification(config)
 
 
+def apply_best_metric_default(model: GRUForSequenceClassification, training_args: TrainingArguments) -> str:
+    """The problem type's metric as `metric_for_best_model` when none was given; returns the problem type."""
+    problem_type = model.config.problem_type or "single_label_classification"
+    metric, greater_is_better = BEST_METRIC[problem_type]
+    if getattr(training_args, "best_metric_from_problem_type", False):
+        training_args.metric_for_best_model = metric
+        training_args.greater_is_better = greater_is_better
+    return problem_type
+
+
 def build_trainer(
     model: GRUForSequenceClassification,
     training_args: GRUTrainingArguments,
     data: PreparedData,
 ) -> GRUTrainer:
     """Trainer with GRU defaults filled in: best-model metric by problem type, early stopping, dynamic padding."""
-    problem_type = model.config.problem_type or "single_label_classification"
-    metric, greater_is_better = BEST_METRIC[problem_type]
-    if getattr(training_args, "best_metric_from_problem_type", False):
-        training_args.metric_for_best_model = metric
-        training_args.greater_is_better = greater_is_better
+    problem_type = apply_best_metric_default(model, training_args)
     callbacks = []
     patience = training_args.early_stopping_patience
     if patience and training_args.eval_strategy != "no" and training_args.load_best_model_at_end:
@@ -414,6 +463,55 @@ def push_trained_model(output_dir: Path, training_args: TrainingArguments) -> st
         raise
 
 
+def check_same_on_all_ranks(value: str, what: str) -> None:
+    """Raise on every rank if the processes of a distributed run disagree on `value` (e.g. a tokenizer's hash)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    values: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise RuntimeError(f"the processes of this run disagree on {what} ({', '.join(map(str, values))})")
+
+
+def prepare_training_data(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    tokenizer: str | None,
+) -> PreparedData:
+    """Splits, tokenizer (`tokenizer` path, else trained on the data) and tokenized splits, for the Trainer and loop.
+
+    [accelerate] Under several processes the main process goes first, so the others read its `datasets` cache files
+    instead of racing to write them; each process trains its own tokenizer (deterministic), checked to agree.
+    """
+    with training_args.main_process_first(desc="dataset loading and tokenization"):
+        data = prepare_data(
+            data_args.dataset,
+            tokenizer=tokenizer,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            max_length=data_args.max_length,
+            validation_fraction=data_args.validation_fraction,
+            seed=training_args.seed,
+            num_proc=data_args.num_proc,
+            tokenizer_kwargs=None
+            if tokenizer
+            else dict(
+                algorithm=model_args.tokenizer_algorithm,
+                vocab_size=model_args.vocab_size,
+                min_frequency=model_args.min_frequency,
+                lowercase=model_args.lowercase,
+            ),
+        )
+        # Saved with the model, so that inference truncates exactly where training did.
+        data.tokenizer.model_max_length = resolve_max_length(data.tokenizer, data_args.max_length)
+        if data_args.max_train_samples is not None:
+            train = data.tokenized["train"].shuffle(seed=training_args.seed)
+            data.tokenized["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
+    check_same_on_all_ranks(_tokenizer_fingerprint(data.tokenizer), "the tokenizer")
+    return data
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: GRUTrainingArguments
 ) -> TrainingOutcome:
@@ -429,35 +527,16 @@ def run_training(
         check_can_push(training_args.hub_model_id, token=training_args.hub_token)  # fail before training, not after
     output_dir = Path(training_args.output_dir)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
-    if training_args.process_index == 0:
-        prepare_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=checkpoint is not None)
+    # [accelerate] The other processes wait until rank 0 has checked (and, if asked, emptied) the directory.
+    resuming = checkpoint is not None
+    with training_args.main_process_first(desc="output directory"):
+        if training_args.process_index == 0:
+            prepare_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=resuming)
     set_seed(training_args.seed)
 
     # A resumed run must read its texts with the very tokenizer it started with, not a freshly trained one.
     tokenizer = checkpoint or model_args.model_name_or_path or model_args.tokenizer
-    data = prepare_data(
-        data_args.dataset,
-        tokenizer=tokenizer,
-        text_column=data_args.text_column,
-        label_column=data_args.label_column,
-        max_length=data_args.max_length,
-        validation_fraction=data_args.validation_fraction,
-        seed=training_args.seed,
-        num_proc=data_args.num_proc,
-        tokenizer_kwargs=None
-        if tokenizer
-        else dict(
-            algorithm=model_args.tokenizer_algorithm,
-            vocab_size=model_args.vocab_size,
-            min_frequency=model_args.min_frequency,
-            lowercase=model_args.lowercase,
-        ),
-    )
-    # Saved with the model, so that inference truncates exactly where training did.
-    data.tokenizer.model_max_length = resolve_max_length(data.tokenizer, data_args.max_length)
-    if data_args.max_train_samples is not None:
-        train = data.tokenized["train"].shuffle(seed=training_args.seed)
-        data.tokenized["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
+    data = prepare_training_data(model_args, data_args, training_args, tokenizer)
 
     model = build_model(model_args, data.tokenizer, data.id2label)
     trainer = build_trainer(model, training_args, data)
