@@ -98,13 +98,17 @@ def classify(
 
 
 def read_texts(path: str | Path, text_field: str = "text") -> Iterator[str]:
-    """Texts from plain text (one a line) or JSON Lines (a `text_field` per object); blank lines are skipped."""
+    """Texts from plain text (one a line) or JSON Lines (a `text_field` per object).
+
+    Blank lines and whitespace-only texts are skipped (a model has nothing to classify there), with a count logged.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--input {path} does not exist or is not a file")
     with path.open("rb") as handle:
         first = next((line for line in handle if line.strip()), b"")
     json_lines = first.lstrip().startswith(b"{")
+    skipped = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -112,6 +116,7 @@ def read_texts(path: str | Path, text_field: str = "text") -> Iterator[str]:
             except UnicodeDecodeError as error:
                 raise DataFileError(path, number, f"not valid UTF-8 ({error.reason})") from None
             if not line.strip():
+                skipped += 1
                 continue
             if not json_lines:
                 yield line.rstrip("\r\n")
@@ -123,7 +128,12 @@ def read_texts(path: str | Path, text_field: str = "text") -> Iterator[str]:
             if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
                 found = ", ".join(record) if isinstance(record, dict) else type(record).__name__
                 raise DataFileError(path, number, f"no string field {text_field!r} (found: {found})")
+            if not record[text_field].strip():
+                skipped += 1
+                continue
             yield record[text_field]
+    if skipped:
+        logger.warning("%s: skipped %d blank line(s) or empty text(s)", path, skipped)
 
 
 def predict_file(

@@ -42,9 +42,9 @@ logger = logging.getLogger(__name__)
 
 # Named model sizes. A preset sets the architecture; any field given explicitly overrides it.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(embedding_size=128, hidden_size=128, num_layers=1, pooling="max"),
-    "base": dict(embedding_size=256, hidden_size=256, num_layers=1, pooling="max"),
-    "large": dict(embedding_size=300, hidden_size=384, num_layers=2, pooling="attention"),
+    "small": dict(embedding_size=128, hidden_size=128, num_layers=1, pooling="mean"),
+    "base": dict(embedding_size=256, hidden_size=256, num_layers=1, pooling="mean"),
+    "large": dict(embedding_size=300, hidden_size=384, num_layers=2, pooling="mean"),
 }
 ARCHITECTURE_FIELDS = (
     "embedding_size",
