@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The pinned torch is the CPU wheel on this project's machines and the CUDA build on a user's Linux box;
 # installing it first keeps pip from pulling a multi-GB CUDA build to satisfy the package's own range.
 TORCH_SPEC ?= torch==2.13.0
+# OpenMP threads that spin while waiting stall a GRU's many small per-time-step kernels as soon as another process
+# holds a core (60x slower measured on 2 shared cores); waiting passively costs nothing on an idle machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test demo lint clean
 

@@ -235,7 +235,7 @@ class GRUTrainer(Trainer):
         ):
             return LengthGroupedSampler(
                 self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                lengths=list(dataset[column]),
+                lengths=dataset.with_format("arrow")[column].to_pylist(),  # one Arrow read, not a row-by-row loop
             )
         return super()._get_train_sampler(train_dataset)
 
