@@ -107,7 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     outcome = run_training(*parse_training_arguments(argv))
     accuracy = outcome.metrics.get("test_accuracy")
-    print(f"\nheld-out test accuracy: {accuracy:.4f} ({outcome.metrics.get('test_samples', '?')} texts)")
+    print(f"\nheld-out test accuracy: {accuracy:.4f} ({len(outcome.data.tokenized['test'])} texts)")
     classifier = pipeline("text-classification", model=str(outcome.output_dir))
     for text, result in zip(DEMO_EXAMPLES, classifier(list(DEMO_EXAMPLES))):
         print(f"  {result['label']:>8s}  {result['score']:.3f}  {text}")

