@@ -44,16 +44,15 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .data import (
     PreparedData,
-    _label_names,
-    _open_splits,
-    _resolve,
-    _to_text_label,
-    _tokenizer_fingerprint,
     build_data_collator,
+    has_split,
+    label_names_of,
     load_streaming_dataset,
+    open_training_stream,
     resolve_max_length,
     tokenize_datasets,
     tokenize_streaming,
+    tokenizer_fingerprint,
 )
 from .metrics import build_compute_metrics
 from .modeling_gru import GRUForSequenceClassification
@@ -185,17 +184,6 @@ class LoopOutcome:
 # ------------------------------------------------------------------------------------------------------ streaming
 
 
-def _has_split(reference: str, split: str) -> bool:
-    ref = _resolve(reference)
-    if ref.kind == "files":
-        return split in ref.files
-    if ref.kind == "folders":
-        return split in ref.folders
-    if ref.kind == "hub" and ref.preset is not None:
-        return split in ref.preset.splits
-    return True  # demo has every split; a Hub id without a preset is tried
-
-
 def _materialize(stream: IterableDataset) -> Dataset:
     """A (small) validation or test stream as an in-memory Dataset, so evaluation is exact under any process count."""
     return Dataset.from_list(list(stream), features=stream.features)
@@ -216,10 +204,8 @@ def prepare_streaming_data(
     carved from the head rows, which training then skips.
     """
     reference = data_args.dataset
-    ref = _resolve(reference)
-    (source,) = _open_splits(ref, streaming=True, only="train", seed=training_args.seed).values()
-    cleaned, source_names = _to_text_label(
-        source, f"train split of {reference!r}", data_args.text_column, data_args.label_column, ref.preset
+    cleaned, source_names = open_training_stream(
+        reference, text_column=data_args.text_column, label_column=data_args.label_column, seed=training_args.seed
     )
     head_rows = list(cleaned.take(loop_args.head_rows))
     if not head_rows:
@@ -228,7 +214,7 @@ def prepare_streaming_data(
     if loop_args.label_set:
         names = tuple(name.strip() for name in loop_args.label_set.split(",") if name.strip())
     else:
-        names = _label_names(head, source_names)
+        names = label_names_of(head, source_names)
         logger.info("streaming: label set %s, read from the first %d rows", ", ".join(names), len(head_rows))
     label2id = {name: i for i, name in enumerate(names)}
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(names))})
@@ -250,7 +236,7 @@ def prepare_streaming_data(
         [{"text": r["text"], "label": label2id[r["label"]]} for r in head_rows], features=features
     )
     raw: dict[str, Dataset] = {}
-    if _has_split(reference, "validation"):
+    if has_split(reference, "validation"):
         raw["validation"] = _materialize(load("validation"))
         raw["train"] = head_encoded
     else:
@@ -263,7 +249,7 @@ def prepare_streaming_data(
             head_encoded.select(range(held_out, len(head_encoded))),
         )
         train_stream = train_stream.skip(held_out)
-    if _has_split(reference, "test"):
+    if has_split(reference, "test"):
         raw["test"] = _materialize(load("test"))
 
     if tokenizer_source:
@@ -277,7 +263,7 @@ def prepare_streaming_data(
             lowercase=model_args.lowercase,
         )
     tokenizer.model_max_length = resolve_max_length(tokenizer, data_args.max_length)
-    check_same_on_all_ranks(_tokenizer_fingerprint(tokenizer), "the tokenizer")
+    check_same_on_all_ranks(tokenizer_fingerprint(tokenizer), "the tokenizer")
 
     evaluation = DatasetDict({split: ds for split, ds in raw.items() if split != "train"})
     data = PreparedData(
@@ -428,7 +414,7 @@ def run_accelerate_training(
         accelerator.process_index,
         accelerator.num_processes,
         loop.state.global_step,
-        _tokenizer_fingerprint(data.tokenizer)[:16],
+        tokenizer_fingerprint(data.tokenizer)[:16],
     )
     accelerator.wait_for_everyone()
     accelerator.end_training()

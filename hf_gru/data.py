@@ -46,12 +46,16 @@ __all__ = [
     "PreparedData",
     "TEXT_COLUMN_CANDIDATES",
     "build_data_collator",
+    "has_split",
+    "label_names_of",
     "load_raw_datasets",
     "load_streaming_dataset",
+    "open_training_stream",
     "prepare_data",
     "resolve_max_length",
     "tokenize_datasets",
     "tokenize_streaming",
+    "tokenizer_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -596,7 +600,7 @@ def _to_text_label(
     return ds.map(fn, batched=True, remove_columns=columns, features=_TEXT_LABEL_FEATURES), source_names
 
 
-def _label_names(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[str, ...]:
+def label_names_of(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[str, ...]:
     """The label set, fixed by the training split: a source ClassLabel's names, else numeric or sorted order."""
     if source_names is not None:
         return source_names
@@ -605,6 +609,31 @@ def _label_names(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[
         return tuple(sorted(names, key=float))
     except ValueError:
         return tuple(sorted(names))
+
+
+def has_split(reference: str, split: str) -> bool:
+    """Whether a reference has `split` of its own, known without reading any data (a Hub id without a preset: True)."""
+    ref = _resolve(reference)
+    if ref.kind == "files":
+        return split in ref.files
+    if ref.kind == "folders":
+        return split in ref.folders
+    if ref.kind == "hub" and ref.preset is not None:
+        return split in ref.preset.splits
+    return True  # demo has every split; a Hub id without a preset is tried
+
+
+def open_training_stream(
+    reference: str, *, text_column: str | None, label_column: str | None, seed: int
+) -> tuple[IterableDataset, tuple[str, ...] | None]:
+    """The training split as a stream of exactly ``text`` and a string ``label``, and the source's ClassLabel names.
+
+    For corpora too large for memory: nothing is read until iterated, so the label set must come from elsewhere
+    (the first rows, or the user).
+    """
+    ref = _resolve(reference)
+    (source,) = _open_splits(ref, streaming=True, only="train", seed=seed).values()
+    return _to_text_label(source, f"train split of {reference!r}", text_column, label_column, ref.preset)
 
 
 def _encode_labels(ds: Dataset, names: tuple[str, ...], split: str, owner: str = "the training split") -> Dataset:
@@ -645,7 +674,7 @@ def load_raw_datasets(
     train, source_names = cleaned["train"]
     if not len(train):
         raise ValueError(f"the training split of {reference!r} has no usable rows (non-empty text and a label)")
-    names = tuple(label_names) if label_names is not None else _label_names(train, source_names)
+    names = tuple(label_names) if label_names is not None else label_names_of(train, source_names)
     owner = "the model" if label_names is not None else "the training split"
     splits = {}
     for split, (ds, _) in cleaned.items():
@@ -756,7 +785,7 @@ def _tokenized_features(label: ClassLabel | Value) -> Features:
     )
 
 
-def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A stable cache key: the serialized fast tokenizer minus its truncation/padding state, which every call
     rewrites (hashing the object itself therefore changes after first use and defeats the cache)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -778,7 +807,7 @@ def tokenize_datasets(
     """
     max_length = resolve_max_length(tokenizer, max_length)
     fn = _Tokenize(tokenizer, max_length)
-    identity = _tokenizer_fingerprint(tokenizer)
+    identity = tokenizer_fingerprint(tokenizer)
     return DatasetDict(
         {
             split: ds.map(

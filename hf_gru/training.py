@@ -32,7 +32,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_gru import GRUConfig
-from .data import PreparedData, _tokenizer_fingerprint, build_data_collator, prepare_data, resolve_max_length
+from .data import PreparedData, build_data_collator, prepare_data, resolve_max_length, tokenizer_fingerprint
 from .metrics import build_compute_metrics
 from .model_card import RESULTS_FILE, TrainingSummary, write_model_card
 from .modeling_gru import GRUForSequenceClassification
@@ -508,7 +508,7 @@ def prepare_training_data(
         if data_args.max_train_samples is not None:
             train = data.tokenized["train"].shuffle(seed=training_args.seed)
             data.tokenized["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
-    check_same_on_all_ranks(_tokenizer_fingerprint(data.tokenizer), "the tokenizer")
+    check_same_on_all_ranks(tokenizer_fingerprint(data.tokenizer), "the tokenizer")
     return data
 
 
