@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minilm-epochs", type=float, default=3.0)
     parser.add_argument("--minilm-max-length", type=int, default=128)
     parser.add_argument("--no-markdown", action="store_true", help="do not rewrite BENCHMARKS.md")
+    parser.add_argument("--markdown-only", action="store_true", help="no training: rebuild BENCHMARKS.md from results")
     return parser.parse_args(argv)
 
 
@@ -357,7 +358,8 @@ def accuracy_markdown() -> str:
         if minilm:
             subset = (
                 f"{minilm['train_samples']}/{minilm['train_samples_available']} train, "
-                f"{minilm['test_samples']}/{minilm['test_samples_available']} test"
+                f"{minilm['test_samples']}/{minilm['test_samples_available']} test, "
+                f"{minilm['epochs']:g} epochs, ≤ {minilm['max_length']} tokens"
             )
             rows.append(
                 [
@@ -371,8 +373,11 @@ def accuracy_markdown() -> str:
             )
     header = ["dataset", "system", "test accuracy %", "macro-F1 %", "parameters", "train s"]
     text = [
-        f"Measured on {'; '.join(sorted(machines))}. hf_gru: mean ± standard deviation over seeds; train time is one",
-        "run's wall time, evaluation included. A test split is used everywhere (every shared dataset has one).",
+        f"Measured on {'; '.join(sorted(machines))}. hf_gru: mean ± standard deviation over seeds (42, 43, ...),",
+        "texts truncated to 256 tokens, at most 10 epochs with early stopping unless stated. Train time is one run's",
+        "wall time, evaluation included; runs used one or two threads and often shared the CPU with another run, so",
+        "times are indicative only (see the speed section for controlled timings). Every shared dataset has a test",
+        "split; it is the one reported, and validation is carved from train (10%, seeded) where the source has none.",
         "",
         markdown_table(header, rows),
         "",
@@ -401,6 +406,9 @@ def update_markdown() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.markdown_only:
+        update_markdown()
+        return
     unknown = sorted(set(args.datasets) - set(ALL_DATASETS))
     if unknown:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(ALL_DATASETS)}")
