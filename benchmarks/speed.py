@@ -790,7 +790,7 @@ def plot_accuracy_vs_speed(results: dict[str, Any], path: Path) -> dict[str, Any
                 )
         if "hf_gru" in published:
             seeds = published["hf_gru"].get("seeds")
-            label = "hf_gru (accuracy.py" + (f", mean of {seeds} seeds)" if seeds else ")")
+            label = "hf_gru (accuracy.py" + (f", mean of {seeds} seeds)" if seeds and seeds > 1 else ")")
             points.append((label, "hf_gru", published["hf_gru"]["accuracy"], "o", "none"))
         if "minilm" in published:
             entry = published["minilm"]
