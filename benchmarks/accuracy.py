@@ -299,14 +299,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{dataset_dir} does not exist: --data-dir must hold the dataset folders ({name})")
     previous = read_json(f"accuracy_{name}.json") or {}
     systems = dict(previous.get("systems", {}))  # a run of some systems keeps the others' earlier results
-    if "hf_gru" in args.systems:
-        systems["hf_gru"] = run_hf_gru(dataset_dir, name, args)
-    if "tfidf_lr" in args.systems:
-        systems["tfidf_lr"] = run_tfidf(dataset_dir, name)
-    if "minilm" in args.systems:
-        systems["minilm"] = run_minilm(dataset_dir, name, args)
     payload = {"dataset": name, "machine": machine(), "systems": systems}
-    write_json(f"accuracy_{name}.json", payload)
+    runners = {
+        "hf_gru": lambda: run_hf_gru(dataset_dir, name, args),
+        "tfidf_lr": lambda: run_tfidf(dataset_dir, name),
+        "minilm": lambda: run_minilm(dataset_dir, name, args),
+    }
+    for system in SYSTEMS:
+        if system in args.systems:
+            systems[system] = runners[system]()
+            write_json(f"accuracy_{name}.json", payload)  # after each system: a stopped run keeps what it measured
     return payload
 
 
