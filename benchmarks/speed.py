@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import copy
 import cProfile
-import gzip
 import json
 import logging
 import os
@@ -129,18 +128,15 @@ def contention_probe() -> dict[str, Any]:
 
 
 def load_split(dataset: str, split: str = "test") -> tuple[list[str], list[str]]:
-    """Texts and label names of one split of the shared data (gzip JSON lines `{"text", "label"}`)."""
-    path = SHARED_DATA / dataset / f"{split}.jsonl.gz"
-    if not path.is_file():
+    """Texts and label names of one split of the shared data, read as `hf-gru train` reads it."""
+    from hf_gru.data import load_raw_datasets
+
+    path = SHARED_DATA / dataset
+    if not path.is_dir():
         raise SystemExit(f"{path} is missing: set HF_GRU_SHARED_DATA to the folder holding the dataset folders")
-    texts, labels = [], []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                texts.append(record["text"])
-                labels.append(str(record["label"]))
-    return texts, labels
+    rows = load_raw_datasets(str(path), carve_validation=False)[split]
+    names = rows.features["label"].names
+    return rows["text"], [names[label] for label in rows["label"]]
 
 
 def seeded_subset(n_items: int, size: int | None, seed: int) -> list[int]:

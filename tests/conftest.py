@@ -10,6 +10,23 @@ from hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# What a finished training run leaves in its output directory, all of which a Hub push uploads.
+TRAINED_MODEL_FILES = frozenset(
+    {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "configuration_gru.py",
+        "modeling_gru.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "all_results.json",
+        "training_summary.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    }
+)
+
 SHARED_DATA = Path(os.environ.get("HF_GRU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

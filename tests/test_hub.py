@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import torch
-from conftest import shared_dataset
+from conftest import TRAINED_MODEL_FILES, shared_dataset
 from hub_server import LocalHub
 from huggingface_hub import ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
@@ -55,19 +55,7 @@ TEXTS = [
     "zzqx unheardofword",
 ]
 # What a push must put in the repository (besides the Hub's own .gitattributes); nothing else from the directory.
-PUSHED_FILES = {
-    "README.md",
-    "config.json",
-    "model.safetensors",
-    "configuration_gru.py",
-    "modeling_gru.py",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "all_results.json",
-    "training_summary.json",
-    "training_curves.png",
-    "confusion_matrix.png",
-}
+PUSHED_FILES = TRAINED_MODEL_FILES
 NEVER_PUSHED = ("training_args.bin", "trainer_state.json", "checkpoint-5/optimizer.pt", "runs/events.out.tfevents")
 
 # Runs where hf_gru cannot be imported: only the repository's files (remote code) can make the loads work.
