@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from hf_gru.metrics import METRICS, build_compute_metrics, load_metric
+from hf_gru.metrics import METRICS, build_compute_metrics, load_metric, metric_path
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -171,20 +171,12 @@ def test_compute_metrics_regression_and_bad_arguments() -> None:
         build_compute_metrics("multi_label_classification", threshold=1.0)
 
 
-def test_shared_prf_helper_is_identical_in_its_three_copies() -> None:
-    def shared(name: str) -> str:
-        text = (METRICS_DIR / name / f"{name}.py").read_text(encoding="utf-8")
-        return text[text.index("# --- shared by") : text.index("# --- end shared ---")]
-
-    assert shared("f1") == shared("precision") == shared("recall")
-
-
 def test_package_data_ships_every_metric_file() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hf_gru"]
-    shipped = [p.relative_to(ROOT / "hf_gru").as_posix() for p in METRICS_DIR.glob("*/*") if p.is_file()]
-    shipped = [p for p in shipped if "__pycache__" not in p]
-    assert {p.split("/")[1] for p in shipped} == set(METRICS)
+    shipped = [p.relative_to(ROOT / "hf_gru").as_posix() for p in (METRICS_DIR / "modules").glob("*.py")]
+    assert {Path(p).stem for p in shipped} == {*METRICS, "_scoring"}
+    assert all(metric_path(name).is_file() for name in METRICS)
     for path in shipped:
         assert any(fnmatch.fnmatch(path, pattern) for pattern in patterns), f"{path} is not in package-data"
 
@@ -226,3 +218,7 @@ print(json.dumps({"seconds": seconds, "scores": scores}))
     assert max(result["seconds"].values()) < 1.0, result["seconds"]
     # The modules were copied into the fresh HF_HOME, not fetched from or found in any other cache.
     assert list((tmp_path / "hf_home").rglob("accuracy.py"))
+    # Each module that imports the shared scoring file got its own copy of it, next to its own script.
+    for name in METRICS:
+        (script,) = (tmp_path / "hf_home").rglob(f"{name}.py")
+        assert (script.parent / "_scoring.py").is_file(), name

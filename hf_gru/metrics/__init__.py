@@ -1,7 +1,8 @@
 """`evaluate` metric modules shipped inside hf_gru, and the `compute_metrics` factory for the HF `Trainer`.
 
-`evaluate.load("accuracy")` fetches the script from the Hub; these modules load by local path instead, so training
-and evaluation work offline (HF_HUB_OFFLINE=1) and do not change when the Hub copies do.
+`evaluate.load("accuracy")` fetches the script from the Hub; these modules (`modules/<name>.py`) load by local path
+instead, so training and evaluation work offline (HF_HUB_OFFLINE=1) and do not change when the Hub copies do. They
+share one scoring implementation, `modules/_scoring.py`, which `evaluate` copies along with each module it loads.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from typing import Any
 import evaluate
 import numpy as np
 
-__all__ = ["METRICS", "PROBLEM_TYPES", "build_compute_metrics", "load_metric", "metric_path"]
+from ..configuration_gru import PROBLEM_TYPES
 
-_HERE = Path(__file__).resolve().parent
+__all__ = ["METRICS", "build_compute_metrics", "load_metric", "metric_path"]
+
+_MODULES = Path(__file__).resolve().parent / "modules"
 METRICS = ("accuracy", "f1", "precision", "recall", "multilabel")
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 _IGNORE_INDEX = -100  # label value the Trainer uses for padding; never a real class
 
 
 def metric_path(name: str) -> Path:
-    """Folder of a shipped module (`evaluate.load` accepts it: the script inside is named like the folder)."""
+    """The script of a shipped module, the path `evaluate.load` takes (it copies `_scoring.py` along with it)."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; hf_gru ships: {', '.join(METRICS)}")
-    return _HERE / name
+    return _MODULES / f"{name}.py"
 
 
 def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:

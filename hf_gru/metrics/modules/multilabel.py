@@ -4,6 +4,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from ._scoring import divide, ratio
+
 _DESCRIPTION = (
     "Scores for multi-label classification on 0/1 indicator matrices (one row per example, one column per label): "
     "micro F1 (global counts, dominated by frequent labels), macro F1 (unweighted mean over labels, so rare labels "
@@ -19,7 +21,7 @@ Args:
 Returns:
     f1_micro, f1_macro, precision_micro, precision_macro, recall_micro, recall_macro, subset_accuracy (`float`).
 Examples:
-    >>> multilabel = evaluate.load("hf_gru/metrics/multilabel")
+    >>> multilabel = evaluate.load("hf_gru/metrics/modules/multilabel.py")
     >>> multilabel.compute(predictions=[[1, 0], [1, 1]], references=[[1, 0], [0, 1]])["subset_accuracy"]
     0.5
 """
@@ -53,13 +55,10 @@ class Multilabel(evaluate.Metric):
         true = np.sum(y_true, axis=0).astype(np.float64)
         pred = np.sum(y_pred, axis=0).astype(np.float64)
         scores = {}
-        for name, numerator, denominator in (
-            ("f1", 2 * tp, true + pred),
-            ("precision", tp, pred),
-            ("recall", tp, true),
-        ):
-            scores[f"{name}_micro"] = float(_divide(numerator.sum(), denominator.sum(), zero_division))
-            per_label = _divide(numerator, denominator, zero_division)
+        for name in ("f1", "precision", "recall"):
+            numerator, denominator = ratio(name, tp, true, pred)
+            scores[f"{name}_micro"] = float(divide(numerator.sum(), denominator.sum(), zero_division))
+            per_label = divide(numerator, denominator, zero_division)
             scores[f"{name}_macro"] = float(per_label.mean()) if per_label.size else float(zero_division)
         exact = np.all(y_true == y_pred, axis=1)
         scores["subset_accuracy"] = float(exact.mean()) if exact.size else 0.0
@@ -79,9 +78,3 @@ def _indicator(rows, name):
     if not np.isin(matrix, (0, 1)).all():
         raise ValueError(f"{name} must hold only 0 and 1 (threshold scores before computing)")
     return matrix.astype(bool)
-
-
-def _divide(numerator, denominator, zero_division):
-    out = np.full(np.shape(numerator), float(zero_division))
-    np.divide(numerator, denominator, out=out, where=np.asarray(denominator) != 0)
-    return out

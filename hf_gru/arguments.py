@@ -1,0 +1,240 @@
+"""What a run is asked to do: the argument dataclasses, model presets and their parsing, for every engine.
+
+`hf-gru train`, `scripts/train.py`, `scripts/train_accelerate.py`, distillation and the tests all read these
+dataclasses; every default lives here or in `GRUConfig`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from .hardware import PRECISIONS, check_mixed_precision, device_type
+
+# Named model sizes. A preset sets the architecture; any field given explicitly overrides it.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(embedding_size=128, hidden_size=128, num_layers=1, pooling="mean"),
+    "base": dict(embedding_size=256, hidden_size=256, num_layers=1, pooling="mean"),
+    "large": dict(embedding_size=300, hidden_size=384, num_layers=2, pooling="mean"),
+}
+ARCHITECTURE_FIELDS = (
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "pooling",
+    "embedding_dropout",
+    "layer_dropout",
+    "classifier_dropout",
+    "output_gate",
+    "gru_implementation",
+)
+_HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
+_TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
+
+# The metric that picks the best checkpoint, and whether greater is better, by the model's problem type.
+BEST_METRIC = {
+    "single_label_classification": ("accuracy", True),
+    "multi_label_classification": ("f1_micro", True),
+    "regression": ("mse", False),
+}
+
+
+@dataclass
+class ModelArguments:
+    """What model to train: a preset size, explicit overrides, and where the tokenizer comes from."""
+
+    preset: str = field(default="base", metadata={"help": f"model size: {', '.join(MODEL_PRESETS)}"})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "continue from a saved hf_gru model (its tokenizer and architecture)"}
+    )
+    embedding_size: int | None = field(default=None, metadata={"help": "override the preset's embedding width"})
+    hidden_size: int | None = field(default=None, metadata={"help": "override the preset's GRU width"})
+    num_layers: int | None = field(default=None, metadata={"help": "override the preset's number of GRU layers"})
+    bidirectional: bool | None = field(default=None, metadata={"help": "bidirectional GRU layers (default: yes)"})
+    pooling: str | None = field(default=None, metadata={"help": "last, mean, max or attention"})
+    embedding_dropout: float | None = field(default=None, metadata={"help": "dropout on token embeddings"})
+    layer_dropout: float | None = field(default=None, metadata={"help": "dropout between GRU layers"})
+    classifier_dropout: float | None = field(default=None, metadata={"help": "dropout before the classifier"})
+    output_gate: bool | None = field(default=None, metadata={"help": "the seed article's output-gate variant"})
+    gru_implementation: str | None = field(default=None, metadata={"help": "fused (default) or reference"})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "path or Hub id of an existing tokenizer; default: train one on the data"}
+    )
+    init_embeddings: str | None = field(
+        default=None,
+        metadata={
+            "help": "a transformers model (path or Hub id) whose tokenizer and input embeddings (reduced to "
+            "embedding_size) the GRU starts from, instead of a tokenizer trained on the data"
+        },
+    )
+    tokenizer_algorithm: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or unigram"})
+    vocab_size: int = field(default=30_000, metadata={"help": "vocabulary size of a trained tokenizer"})
+    min_frequency: int = field(default=2, metadata={"help": "minimum token frequency of a trained tokenizer"})
+    lowercase: bool = field(default=True, metadata={"help": "lowercase text in a trained tokenizer"})
+
+    def __post_init__(self) -> None:
+        if self.preset not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset {self.preset!r}; known presets: {', '.join(MODEL_PRESETS)}")
+        if self.init_embeddings and self.tokenizer and self.tokenizer != self.init_embeddings:
+            raise ValueError(
+                "--init_embeddings brings its own tokenizer (embedding rows follow its vocabulary); drop --tokenizer"
+            )
+
+    def architecture(self) -> dict[str, Any]:
+        """The preset with explicit overrides applied."""
+        values = dict(MODEL_PRESETS[self.preset])
+        values.update({name: getattr(self, name) for name in ARCHITECTURE_FIELDS if getattr(self, name) is not None})
+        return values
+
+    def tokenizer_source(self) -> str | None:
+        """Where the tokenizer comes from; None means: train one on the data."""
+        return self.model_name_or_path or self.tokenizer or self.init_embeddings
+
+
+@dataclass
+class DataArguments:
+    """What to train on."""
+
+    dataset: str = field(
+        default="demo",
+        metadata={"help": "a data directory, a data file, a folder-per-class directory, a Hub dataset id, or 'demo'"},
+    )
+    text_column: str | None = field(default=None, metadata={"help": "text column (default: detected)"})
+    label_column: str | None = field(default=None, metadata={"help": "label column (default: detected)"})
+    max_length: int | None = field(default=256, metadata={"help": "truncate texts to this many tokens"})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "share of train carved out as validation when the data has none"}
+    )
+    num_proc: int | None = field(default=None, metadata={"help": "processes for tokenization"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on the first N (shuffled) texts"})
+    language: str | None = field(default=None, metadata={"help": "model card language code (default: detected)"})
+    license: str = field(default="apache-2.0", metadata={"help": "model card licence of the trained weights"})
+
+
+@dataclass
+class GRUTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with defaults that suit GRUs trained from scratch, plus output-directory safety."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "where the model, results and plots go"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "replace an existing non-empty output directory"}
+    )
+    early_stopping_patience: int | None = field(
+        default=3, metadata={"help": "stop after this many evaluations without improvement (0 or None: never)"}
+    )
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: float = field(default=0.06, metadata={"help": "warmup steps, or a ratio of all steps if < 1"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "upper bound; early stopping usually ends first"})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "batch size per device for training"})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "batch size per device for evaluation"})
+    eval_strategy: str = field(default="epoch", metadata={"help": "when to evaluate: no, steps, epoch"})
+    save_strategy: str = field(default="epoch", metadata={"help": "when to save checkpoints: no, steps, epoch"})
+    logging_steps: float = field(default=25, metadata={"help": "log the training loss every N steps"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept (the best is always kept)"})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "end with the best validation checkpoint"})
+    metric_for_best_model: str | None = field(
+        default=None, metadata={"help": "default: accuracy (single-label), f1_micro (multi-label), mse (regression)"}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "random, sequential or group_by_length (batches of similar length: less padding)"},
+    )
+    report_to: None | str | list[str] = field(
+        default=_TENSORBOARD, metadata={"help": "tensorboard when installed, else none"}
+    )
+
+    def __post_init__(self) -> None:
+        # TrainingArguments turns an unset metric into "loss"; the right default depends on the problem type,
+        # which only the model knows, so remember that it was unset (see `build_trainer`).
+        self.best_metric_from_problem_type = self.metric_for_best_model is None
+        # [accelerate] Checked here, before TrainingArguments' own, less clear check. With no accelerator present,
+        # say so: accelerate makes the processes of torchrun / accelerate launch one (gloo) group only when told it is
+        # on CPU (else each trains alone), and TrainingArguments takes bf16 (CPU autocast) only then.
+        device = device_type(self.use_cpu)
+        precision = "fp16" if self.fp16 else "bf16" if self.bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if precision in ("fp16", "bf16"):
+            check_mixed_precision(precision, device)
+        self.use_cpu = self.use_cpu or device == "cpu"
+        super().__post_init__()
+
+
+def parse_training_arguments(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, GRUTrainingArguments]:
+    """The one parser for `hf-gru train` and `scripts/train.py` (`--epochs` is short for `--num_train_epochs`)."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, GRUTrainingArguments))
+    return parser.parse_args_into_dataclasses(args=expand_aliases(argv or []))
+
+
+@dataclass
+class LoopArguments:
+    """Options of the accelerate loop that the Trainer's arguments have no word for."""
+
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no, fp16 or bf16; default: --bf16/--fp16, else `accelerate launch --mixed_precision` or the "
+            "accelerate config, else no. fp16 needs a GPU (refused on CPU); bf16 needs Ampere or newer, or a CPU"
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "stream the training split instead of loading it (corpora larger than memory); needs --max_steps"
+        },
+    )
+    label_set: str | None = field(
+        default=None,
+        metadata={"help": "streaming: the label names in id order, comma-separated (default: read from --head_rows)"},
+    )
+    head_rows: int = field(
+        default=10_000,
+        metadata={
+            "help": "streaming: training rows read up front to fix the label set and train the tokenizer; without a "
+            "validation split, validation_fraction of them become the validation set and training skips them"
+        },
+    )
+    shuffle_buffer: int = field(default=10_000, metadata={"help": "streaming: shuffle buffer size, in rows"})
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision is not None and self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"--mixed_precision {self.mixed_precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.head_rows < 1 or self.shuffle_buffer < 1:
+            raise ValueError("--head_rows and --shuffle_buffer must be positive")
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    """`--epochs` is short for `--num_train_epochs`, on every entry point."""
+    argv = ["--num_train_epochs" if a == "--epochs" else a for a in argv]
+    return [re.sub(r"^--epochs=", "--num_train_epochs=", a) for a in argv]
+
+
+def parse_accelerate_arguments(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, GRUTrainingArguments, LoopArguments]:
+    """`parse_training_arguments` (the options of `hf-gru train`) plus the loop's own `LoopArguments`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    loop_parser = HfArgumentParser(LoopArguments, allow_abbrev=False, add_help=False)
+    if "-h" in argv or "--help" in argv:
+        print(loop_parser.format_help().replace("usage:", "accelerate loop options; usage:", 1))
+    loop_args, rest = loop_parser.parse_known_args(argv)
+    return (*parse_training_arguments(rest), LoopArguments(**vars(loop_args)))
+
+
+def resolve_precision(loop_args: LoopArguments, training_args: TrainingArguments) -> str:
+    """The precision from --mixed_precision, --bf16/--fp16 or accelerate's launcher/config, checked for the device."""
+    flag = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else None
+    if loop_args.mixed_precision and flag and loop_args.mixed_precision != flag:
+        raise ValueError(f"--mixed_precision {loop_args.mixed_precision} contradicts --{flag}; give one of them")
+    precision = loop_args.mixed_precision or flag or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    check_mixed_precision(precision, device_type(training_args.use_cpu))
+    return precision

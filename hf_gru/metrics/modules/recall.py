@@ -1,0 +1,22 @@
+"""Recall as an `evaluate` module shipped with hf_gru: loads by local path, offline; the math is in `_scoring.py`."""
+
+import evaluate
+
+from ._scoring import CLASS_ID_ARGS, class_id_info, prf
+
+_DESCRIPTION = "Recall = TP / (TP + FN), per class and then averaged."
+_KWARGS_DESCRIPTION = CLASS_ID_ARGS.format(
+    name="recall", zero_case="e.g. absent from references", example="0.8333333333333334"
+)
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Recall(evaluate.Metric):
+    """Single-label recall (binary and multi-class) implemented with numpy (no scikit-learn dependency)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return class_id_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
+
+    def _compute(self, predictions, references, **options):
+        """Options: average, labels, pos_label, sample_weight, zero_division (see `_KWARGS_DESCRIPTION`)."""
+        return {"recall": prf("recall", predictions, references, **options)}

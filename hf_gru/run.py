@@ -1,0 +1,261 @@
+"""The run skeleton every engine plugs into: start (validate, data, tokenizer, model, directory), finish (results).
+
+An engine (`hf_gru.training` for the `Trainer`, `hf_gru.accelerate_loop` for a plain accelerate loop,
+`hf_gru.distillation` for a Trainer with a teacher) calls `start_run`, trains `run.model` on `run.data` with
+checkpoints in `run.directory.work`, saves the model there, and hands its metrics to `finish_run`, which writes
+`all_results.json`, plots and card, swaps a staged directory into place and pushes. `RunOutcome` is what every engine
+returns.
+
+Order matters for safety: everything that can fail on bad input (output directory, Hub credentials, checkpoint,
+dataset, labels, tokenizer, model) is checked before the output directory is created or touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
+
+from .arguments import ARCHITECTURE_FIELDS, BEST_METRIC, DataArguments, GRUTrainingArguments, ModelArguments
+from .configuration_gru import GRUConfig
+from .data import PreparedData, prepare_data, resolve_max_length, tokenizer_fingerprint
+from .hardware import check_same_on_all_ranks
+from .modeling_gru import GRUForSequenceClassification
+from .run_directory import (
+    RunDirectory,
+    plan_run_directory,
+    push_trained_model,
+    resolve_checkpoint,
+    save_results,
+    write_outputs,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PushRequest:
+    """`--push_to_hub` as asked; the token lives here, never in the arguments that are pickled to disk."""
+
+    repo_id: str
+    private: bool
+    revision: str | None
+    token: str | None = field(repr=False)
+
+
+@dataclass
+class RunOutcome:
+    """What every engine returns: where the run is, its metrics, the data it used and its log."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    data: PreparedData
+    log_history: list[dict[str, Any]]
+    is_main_process: bool
+
+
+@dataclass
+class Run:
+    """A validated run, ready for an engine: data tokenized, model built, directory open."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    training_args: GRUTrainingArguments
+    directory: RunDirectory
+    checkpoint: Path | None
+    data: PreparedData
+    model: GRUForSequenceClassification
+    problem_type: str
+    push: PushRequest | None
+
+    @property
+    def single_label(self) -> bool:
+        return self.problem_type == "single_label_classification"
+
+
+def take_push_request(training_args: TrainingArguments) -> PushRequest | None:
+    """Move `--push_to_hub` and the token out of the arguments: the skeleton pushes once, at the end.
+
+    The `Trainer` pickles its arguments into `training_args.bin` of every checkpoint; a `--hub_token` left there would
+    be written to disk in plain text.
+    """
+    token, training_args.hub_token = training_args.hub_token, None
+    if not training_args.push_to_hub:
+        return None
+    training_args.push_to_hub = False
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to create or update")
+    from .hub import check_can_push
+
+    check_can_push(training_args.hub_model_id, token=token)  # fail before training, not after
+    return PushRequest(
+        training_args.hub_model_id, bool(training_args.hub_private_repo), training_args.hub_revision, token
+    )
+
+
+def prepare_training_data(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    tokenizer: str | None,
+) -> PreparedData:
+    """Splits, tokenizer (`tokenizer` path, else trained on the data) and tokenized splits.
+
+    [accelerate] Under several processes the main process goes first, so the others read its `datasets` cache files
+    instead of racing to write them; each process trains its own tokenizer (deterministic), checked to agree.
+    """
+    with training_args.main_process_first(desc="dataset loading and tokenization"):
+        data = prepare_data(
+            data_args.dataset,
+            tokenizer=tokenizer,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            max_length=data_args.max_length,
+            validation_fraction=data_args.validation_fraction,
+            seed=training_args.seed,
+            num_proc=data_args.num_proc,
+            tokenizer_kwargs=None if tokenizer else tokenizer_training_options(model_args),
+        )
+        # Saved with the model, so that inference truncates exactly where training did.
+        data.tokenizer.model_max_length = resolve_max_length(data.tokenizer, data_args.max_length)
+        if data_args.max_train_samples is not None:
+            train = data.tokenized["train"].shuffle(seed=training_args.seed)
+            data.tokenized["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
+    check_same_on_all_ranks(tokenizer_fingerprint(data.tokenizer), "the tokenizer")
+    return data
+
+
+def tokenizer_training_options(model_args: ModelArguments) -> dict[str, Any]:
+    """How a tokenizer is trained on the data when none is given."""
+    return dict(
+        algorithm=model_args.tokenizer_algorithm,
+        vocab_size=model_args.vocab_size,
+        min_frequency=model_args.min_frequency,
+        lowercase=model_args.lowercase,
+    )
+
+
+def build_model(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str]
+) -> GRUForSequenceClassification:
+    """A fresh model sized to the tokenizer and label set (embeddings from `--init_embeddings` when given), or a
+    saved one re-headed for these labels."""
+    labels = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
+    if model_args.model_name_or_path:
+        overrides = {n: getattr(model_args, n) for n in ARCHITECTURE_FIELDS if getattr(model_args, n) is not None}
+        return GRUForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, num_labels=len(id2label), ignore_mismatched_sizes=True, **labels, **overrides
+        )
+    config = GRUConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(id2label),
+        **labels,
+        **model_args.architecture(),
+    )
+    model = GRUForSequenceClassification(config)
+    if model_args.init_embeddings:
+        from .distillation.embeddings import initialize_embeddings
+
+        initialize_embeddings(model, model_args.init_embeddings)
+    return model
+
+
+def apply_best_metric_default(model: GRUForSequenceClassification, training_args: TrainingArguments) -> str:
+    """The problem type's metric as `metric_for_best_model` when none was given; returns the problem type."""
+    problem_type = model.config.problem_type or "single_label_classification"
+    metric, greater_is_better = BEST_METRIC[problem_type]
+    if getattr(training_args, "best_metric_from_problem_type", False):
+        training_args.metric_for_best_model = metric
+        training_args.greater_is_better = greater_is_better
+    return problem_type
+
+
+def start_run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: GRUTrainingArguments,
+    *,
+    inputs: Iterable[str | None] = (),
+    load_data: Callable[[str | None], PreparedData] | None = None,
+) -> Run:
+    """Validate everything, then open the run directory; `training_args.output_dir` becomes the working directory.
+
+    `inputs` are further paths the run reads (e.g. a teacher), which the output directory must not hold.
+    `load_data(tokenizer_source)` replaces the in-memory data preparation (the accelerate engine streams).
+    """
+    if not training_args.output_dir:
+        raise ValueError("--output_dir is required: the directory that receives the trained model")
+    push = take_push_request(training_args)
+    output_dir = Path(training_args.output_dir)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    directory = plan_run_directory(
+        output_dir,
+        overwrite=training_args.overwrite_output_dir,
+        resuming_in=checkpoint.parent if checkpoint is not None else None,
+        inputs=(data_args.dataset, model_args.model_name_or_path, model_args.tokenizer, model_args.init_embeddings)
+        + tuple(inputs),
+    )
+    set_seed(training_args.seed)
+    # A resumed run must read its texts with the very tokenizer it started with, not a freshly trained one.
+    tokenizer_source = str(checkpoint) if checkpoint is not None else model_args.tokenizer_source()
+    if load_data is None:
+        data = prepare_training_data(model_args, data_args, training_args, tokenizer_source)
+    else:
+        data = load_data(tokenizer_source)
+    model = build_model(model_args, data.tokenizer, data.id2label)
+    problem_type = apply_best_metric_default(model, training_args)
+
+    # [accelerate] The other processes wait until rank 0 has created the directory.
+    with training_args.main_process_first(desc="output directory"):
+        if training_args.process_index == 0:
+            directory.open()
+    training_args.output_dir = str(directory.work)
+    return Run(model_args, data_args, training_args, directory, checkpoint, data, model, problem_type, push)
+
+
+def finish_run(
+    run: Run,
+    *,
+    model: GRUForSequenceClassification,
+    metrics: dict[str, float],
+    log_history: list[dict[str, Any]],
+    predictions: tuple[np.ndarray, np.ndarray] | None,
+    is_main_process: bool,
+    summary_fields: dict[str, Any] | None = None,
+) -> RunOutcome:
+    """Results, plots and card beside the saved model; the staged directory swapped in; the push. Call it after the
+    engine has saved the model and tokenizer into `run.directory.work` and every process is done writing.
+
+    `predictions` is (true labels, logits) on the final split, for the confusion matrix.
+    """
+    directory = run.directory
+    if is_main_process:
+        save_results(directory.work, metrics)
+        confusion = (
+            (predictions[0], predictions[1].argmax(-1)) if predictions is not None and run.single_label else None
+        )
+        write_outputs(
+            directory.work,
+            model=model,
+            data=run.data,
+            model_args=run.model_args,
+            data_args=run.data_args,
+            training_args=run.training_args,
+            log_history=log_history,
+            confusion=confusion,
+            summary_fields=summary_fields,
+        )
+        directory.commit()
+    run.training_args.output_dir = str(directory.final)
+    if is_main_process and run.push is not None:
+        push = run.push
+        push_trained_model(
+            directory.final, push.repo_id, private=push.private, revision=push.revision, token=push.token
+        )
+    return RunOutcome(directory.final, metrics, run.data, log_history, is_main_process)
