@@ -28,11 +28,12 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _train(argv: list[str]) -> int:
-    from .training import parse_training_arguments, run_training
+    from .arguments import parse_training_arguments
+    from .training import run_training
 
     model_args, data_args, training_args = parse_training_arguments(argv)
     outcome = run_training(model_args, data_args, training_args)
-    if outcome.trainer.is_world_process_zero():
+    if outcome.is_main_process:
         _print_result(outcome.output_dir, outcome.metrics)
     return 0
 
@@ -93,7 +94,8 @@ def _demo(args: argparse.Namespace) -> int:
     """Train on the embedded Chinese review corpus, report held-out accuracy, classify a few sentences."""
     from transformers import pipeline  # the GRU classes are registered: this module lives in hf_gru
 
-    from .training import parse_training_arguments, run_training
+    from .arguments import parse_training_arguments
+    from .training import run_training
 
     argv = [
         "--dataset", "demo",

@@ -18,7 +18,8 @@ import sys
 import transformers
 from transformers import HfArgumentParser
 
-from hf_gru.training import DataArguments, GRUTrainingArguments, ModelArguments, parse_training_arguments, run_training
+from hf_gru.arguments import DataArguments, GRUTrainingArguments, ModelArguments, parse_training_arguments
+from hf_gru.training import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def main() -> None:
     logger.info("model %s | data %s", model_args, data_args)
 
     outcome = run_training(model_args, data_args, training_args)
-    if outcome.trainer.is_world_process_zero():
+    if outcome.is_main_process:
         headline = {k: v for k, v in outcome.metrics.items() if k.endswith(("_accuracy", "_f1_macro"))}
         print(json.dumps(headline))
 

@@ -23,8 +23,14 @@ import sys
 import transformers
 from transformers import HfArgumentParser
 
-from hf_gru.accelerate_loop import LoopArguments, parse_accelerate_arguments, run_accelerate_training
-from hf_gru.training import DataArguments, GRUTrainingArguments, ModelArguments
+from hf_gru.accelerate_loop import run_accelerate_training
+from hf_gru.arguments import (
+    DataArguments,
+    GRUTrainingArguments,
+    LoopArguments,
+    ModelArguments,
+    parse_accelerate_arguments,
+)
 
 
 def main() -> None:

@@ -24,9 +24,11 @@ from conftest import shared_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_gru import GRUConfig, GRUForSequenceClassification
-from hf_gru.accelerate_loop import LOOP_STATE_FILE, parse_accelerate_arguments, run_accelerate_training
+from hf_gru.accelerate_loop import run_accelerate_training
+from hf_gru.arguments import parse_accelerate_arguments, parse_training_arguments
 from hf_gru.modeling_gru import GRUPooler
-from hf_gru.training import parse_training_arguments, run_training
+from hf_gru.run_directory import CHECKPOINT_STAGING_PREFIX, LOOP_STATE_FILE
+from hf_gru.training import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 DDP_CONFIG = REPO / "scripts" / "accelerate_ddp.yaml"
@@ -178,8 +180,9 @@ def test_resumed_accelerate_loop_reproduces_the_uninterrupted_run(tmp_path, one_
     killed.mkdir()
     for step in (5, 10, 15):
         shutil.copytree(straight / f"checkpoint-{step}", killed / f"checkpoint-{step}")
-    shutil.copytree(straight / "checkpoint-20", killed / "tmp-checkpoint-20")  # being written when killed
-    (killed / "tmp-checkpoint-20" / LOOP_STATE_FILE).unlink()
+    half_written = killed / f"{CHECKPOINT_STAGING_PREFIX}checkpoint-20"  # being written when killed
+    shutil.copytree(straight / "checkpoint-20", half_written)
+    (half_written / LOOP_STATE_FILE).unlink()
     state = json.loads((killed / "checkpoint-15" / LOOP_STATE_FILE).read_text())
     assert (state["epoch"], state["batches_in_epoch"]) == (1, 5)  # mid-epoch: skip_first_batches has work to do
 

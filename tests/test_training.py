@@ -16,7 +16,9 @@ from conftest import TRAINED_MODEL_FILES, shared_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_gru import GRUForSequenceClassification
-from hf_gru.training import BEST_METRIC, MODEL_PRESETS, parse_training_arguments, prepare_output_dir, run_training
+from hf_gru.arguments import BEST_METRIC, MODEL_PRESETS, parse_training_arguments
+from hf_gru.run_directory import RESULTS_FILE, plan_run_directory, staging_dir
+from hf_gru.training import run_training
 
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
 
@@ -34,7 +36,7 @@ def test_trec_reaches_85_percent_test_accuracy_within_3_minutes(tmp_path):
     # The directory holds everything the issue promises, and it reloads with the Auto classes and pipeline.
     files = {p.name for p in tmp_path.iterdir()}
     assert TRAINED_MODEL_FILES <= files
-    results = json.loads((tmp_path / "all_results.json").read_text())
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())
     assert results["test_accuracy"] == pytest.approx(outcome.metrics["test_accuracy"])
     assert {"train_loss", "eval_accuracy", "eval_f1_macro", "test_f1_macro"} <= set(results)
     assert (tmp_path / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -94,14 +96,14 @@ def test_run_killed_with_sigkill_resumes_to_the_same_final_metrics(tmp_path):
     assert process.poll() is None, "training finished before it could be killed; lower --save_steps"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (killed_dir / "all_results.json").exists()
+    assert not (killed_dir / RESULTS_FILE).exists()
 
     resumed = subprocess.run(
         _train_command(trec, killed_dir, "--resume_from_checkpoint", "last"), env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    first = json.loads((tmp_path / "straight" / "all_results.json").read_text())
-    second = json.loads((killed_dir / "all_results.json").read_text())
+    first = json.loads((tmp_path / "straight" / RESULTS_FILE).read_text())
+    second = json.loads((killed_dir / RESULTS_FILE).read_text())
     for key in ("eval_accuracy", "eval_loss", "test_accuracy", "test_f1_macro", "test_loss"):
         assert second[key] == pytest.approx(first[key], abs=1e-6), key
 
@@ -109,14 +111,15 @@ def test_run_killed_with_sigkill_resumes_to_the_same_final_metrics(tmp_path):
 def test_existing_output_directory_is_never_overwritten_silently(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="overwrite_output_dir"):
-        prepare_output_dir(tmp_path, overwrite=False, resuming=False)
+        plan_run_directory(tmp_path, overwrite=False, resuming_in=None)
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    prepare_output_dir(tmp_path, overwrite=True, resuming=False)
-    assert not any(tmp_path.iterdir())
+    planned = plan_run_directory(tmp_path, overwrite=True, resuming_in=None)  # validates only: builds beside it
+    assert planned.staged and planned.work == staging_dir(tmp_path) and planned.final == tmp_path
+    assert (tmp_path / "notes.txt").read_text() == "mine"
     file_path = tmp_path / "file"
     file_path.write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        prepare_output_dir(file_path, overwrite=True, resuming=False)
+        plan_run_directory(file_path, overwrite=True, resuming_in=None)
 
 
 def test_cli_refuses_a_non_empty_output_directory(tmp_path):
@@ -168,6 +171,6 @@ def test_gru_weights_train_and_stay_finite_on_a_real_batch(tmp_path):
             ]
         )  # fmt: skip
     )
-    losses = [entry["loss"] for entry in outcome.trainer.state.log_history if "loss" in entry]
+    losses = [entry["loss"] for entry in outcome.log_history if "loss" in entry]
     assert len(losses) >= 4 and all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < losses[0]
