@@ -33,9 +33,12 @@ import torch
 from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from hf_gru.accelerate_loop import LoopState, parse_accelerate_arguments, run_accelerate_training
+from hf_gru.accelerate_loop import run_accelerate_training
+from hf_gru.accelerate_state import LoopState
+from hf_gru.arguments import parse_accelerate_arguments, parse_training_arguments
 from hf_gru.data import build_data_collator
-from hf_gru.training import build_model, build_trainer, parse_training_arguments, prepare_training_data
+from hf_gru.run import apply_best_metric_default, build_model, prepare_training_data
+from hf_gru.training import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = {"fp32": [], "bf16": ["--bf16", "true"], "fp16": ["--fp16", "true"]}
@@ -102,7 +105,7 @@ def run_trainer(options: argparse.Namespace, precision: str, work: Path) -> dict
     set_seed(training_args.seed)  # as run_training does: the same initial weights in every path and repeat
     data = prepare_training_data(model_args, data_args, training_args, model_args.tokenizer)
     model = build_model(model_args, data.tokenizer, data.id2label)
-    trainer = build_trainer(model, training_args, data)
+    trainer = build_trainer(model, training_args, data, apply_best_metric_default(model, training_args))
     clock = _StepClock(options.device)
     trainer.add_callback(_TrainerClock(clock))
     _reset_memory(options.device)
