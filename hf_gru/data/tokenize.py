@@ -1,0 +1,125 @@
+"""Tokenization of ``text``/``label`` splits (in memory or streamed) and per-batch padding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from datasets import ClassLabel, DatasetDict, Features, IterableDataset, List, Value
+from datasets.fingerprint import Hasher
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+_TOKENIZE_VERSION = "hf_gru.tokenize/1"  # bump when _Tokenize changes, to invalidate caches
+MAX_LENGTH_CAP = 512  # used when a tokenizer reports no real limit (transformers' VERY_LARGE_INTEGER)
+
+
+def resolve_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> int:
+    """``max_length`` or the tokenizer's limit, capped at ``MAX_LENGTH_CAP`` when it reports none (a huge int)."""
+    if max_length is not None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        return max_length
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit <= 100_000 else MAX_LENGTH_CAP
+
+
+class _Tokenize:
+    """Batched map: texts → ``input_ids``, ``attention_mask``, ``length`` (+ ``labels``); no padding (the collator
+    pads per batch).
+
+    ``token_type_ids`` are never produced: the GRU does not take them.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        encoded = self.tokenizer(
+            batch["text"],
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=True,
+            return_token_type_ids=False,
+        )
+        ids = encoded["input_ids"]
+        lengths = [len(x) for x in ids]
+        return {
+            "input_ids": ids,
+            "attention_mask": encoded["attention_mask"],
+            "length": lengths,
+            "labels": batch["label"],
+        }
+
+
+def _tokenized_features(label: ClassLabel | Value) -> Features:
+    return Features(
+        {
+            "input_ids": List(Value("int32")),
+            "attention_mask": List(Value("int8")),
+            "length": Value("int32"),
+            "labels": label,
+        }
+    )
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A stable cache key: the serialized fast tokenizer minus its truncation/padding state, which every call
+    rewrites (hashing the object itself therefore changes after first use and defeats the cache)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # slow tokenizer: best effort
+        return Hasher.hash(tokenizer)
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return Hasher.hash((json.dumps(state, sort_keys=True), tokenizer.truncation_side))
+
+
+def tokenize_datasets(
+    raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, *, max_length: int | None = None, num_proc: int | None = None
+) -> DatasetDict:
+    """``text``/``label`` splits → ``input_ids``, ``attention_mask``, ``labels`` (ClassLabel ids) and ``length``.
+
+    Truncates to ``max_length`` without padding; ``length`` feeds the Trainer's ``group_by_length``. File-backed
+    datasets reuse their cache files on a second call with the same tokenizer and ``max_length``.
+    """
+    max_length = resolve_max_length(tokenizer, max_length)
+    fn = _Tokenize(tokenizer, max_length)
+    identity = tokenizer_fingerprint(tokenizer)
+    return DatasetDict(
+        {
+            split: ds.map(
+                fn,
+                batched=True,
+                num_proc=num_proc,
+                remove_columns=ds.column_names,
+                features=_tokenized_features(ds.features["label"]),
+                new_fingerprint=Hasher.hash((ds._fingerprint, identity, max_length, _TOKENIZE_VERSION)),
+                desc=f"Tokenizing {split}",
+            )
+            for split, ds in raw.items()
+        }
+    )
+
+
+def tokenize_streaming(
+    iterable: IterableDataset, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None
+) -> IterableDataset:
+    """The streaming twin of :func:`tokenize_datasets` (same map function, same output columns)."""
+    fn = _Tokenize(tokenizer, resolve_max_length(tokenizer, max_length))
+    label = (iterable.features or {}).get("label", Value("int64"))
+    return iterable.map(fn, batched=True, remove_columns=["text", "label"], features=_tokenized_features(label))
+
+
+class _PaddingCollator(DataCollatorWithPadding):
+    """``DataCollatorWithPadding`` that drops the ``length`` column first: it is there for ``group_by_length`` and
+    would otherwise reach ``model(**batch)`` in a plain DataLoader loop (the Trainer already removes it)."""
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return super().__call__([{k: v for k, v in f.items() if k != "length"} for f in features])
+
+
+def build_data_collator(
+    tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None
+) -> DataCollatorWithPadding:
+    """Dynamic padding to the longest sequence of each batch (optionally to a multiple of 8 for tensor cores)."""
+    return _PaddingCollator(tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of)
