@@ -44,6 +44,8 @@ TENSORBOARD_DIR = "runs"
 TEACHER_DIR = "teacher"
 TEACHER_LOGITS_DIR = "teacher_logits"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_EXTRA_FILES = ("special_tokens_map.json", "added_tokens.json")  # written by some tokenizers
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model")
 TRAINER_STATE_FILE = "trainer_state.json"
 TRAINING_ARGS_FILE = "training_args.bin"
 TRAINING_CURVES_FILE = "training_curves.png"
@@ -209,7 +211,7 @@ def detect_language(texts: list[str]) -> str | None:
 
 def _dataset_identity(reference: str) -> tuple[str, str | None]:
     """(display name, Hub id or None) of a dataset reference."""
-    from .data import DATASET_PRESETS, DEMO_REFERENCE
+    from .data.presets import DATASET_PRESETS, DEMO_REFERENCE
 
     path = Path(reference)
     if reference == DEMO_REFERENCE:
