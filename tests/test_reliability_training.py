@@ -162,9 +162,10 @@ def test_trainer_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path,
             ["--dataset", str(trec), "--output_dir", str(killed), *RESUME, "--resume_from_checkpoint", "last"]
         )
     )
-    timing = ("runtime", "per_second", "wall_seconds")
+    # Timings differ, and the Trainer's train_loss averages only the steps the resumed process ran.
+    skipped = ("runtime", "per_second", "wall_seconds", "train_loss")
     for key, value in first.metrics.items():
-        if not key.endswith(timing):
+        if not key.endswith(skipped):
             assert second.metrics[key] == pytest.approx(value, abs=1e-6), key
     first_weights, second_weights = load_file(straight / WEIGHTS_FILE), load_file(killed / WEIGHTS_FILE)
     for name, tensor in first_weights.items():
