@@ -183,11 +183,13 @@ def start_run(
     *,
     inputs: Iterable[str | None] = (),
     load_data: Callable[[str | None], PreparedData] | None = None,
+    resume_in: Path | None = None,
 ) -> Run:
     """Validate everything, then open the run directory; `training_args.output_dir` becomes the working directory.
 
     `inputs` are further paths the run reads (e.g. a teacher), which the output directory must not hold.
     `load_data(tokenizer_source)` replaces the in-memory data preparation (the accelerate engine streams).
+    `resume_in`: a folder a killed run left before its first checkpoint (distillation: teacher logits), to continue in.
     """
     if not training_args.output_dir:
         raise ValueError("--output_dir is required: the directory that receives the trained model")
@@ -197,7 +199,7 @@ def start_run(
     directory = plan_run_directory(
         output_dir,
         overwrite=training_args.overwrite_output_dir,
-        resuming_in=checkpoint.parent if checkpoint is not None else None,
+        resuming_in=checkpoint.parent if checkpoint is not None else resume_in,
         inputs=(data_args.dataset, model_args.model_name_or_path, model_args.tokenizer, model_args.init_embeddings)
         + tuple(inputs),
     )

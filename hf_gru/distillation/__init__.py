@@ -1,0 +1,1 @@
+"""Distillation: a fast GRU student from any transformers sequence classifier."""

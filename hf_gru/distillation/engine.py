@@ -1,0 +1,368 @@
+"""The distillation engine: a `Trainer` whose loss follows a teacher's logits, plugged into the run skeleton.
+
+`run_distillation` = `start_run` (validation, data with the teacher's tokenizer, a GRU student starting from the
+teacher's input embeddings) → teacher (given, or fine-tuned into ``DIR/teacher``) → transfer set (training texts,
+augmented copies, `--unlabeled` texts) labelled once into ``DIR/teacher_logits`` → `DistillationTrainer` (model
+selection and early stopping on the gold validation labels) → `finish_run`. `hf-gru distill`, `scripts/distill.py`
+and Python callers all come here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, Features, List, Value
+from transformers import HfArgumentParser
+
+from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, expand_aliases
+from ..data.tokenize import _Tokenize, resolve_max_length
+from ..metrics import build_compute_metrics
+from ..run import RunOutcome, finish_run, prepare_training_data, start_run
+from ..run_directory import RESULTS_FILE, TEACHER_DIR, TEACHER_LOGITS_DIR, list_checkpoints, staging_dir
+from ..training import GRUTrainer, build_trainer, train_and_evaluate
+from .augment import AugmentationSettings, augment_texts, mask_token_of
+from .teacher import (
+    TeacherSettings,
+    check_teacher_labels,
+    fine_tune_teacher,
+    label_texts,
+    load_teacher,
+    predict_logits,
+    read_teacher_results,
+    teacher_fingerprint,
+)
+from .unlabeled import load_unlabeled_texts
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("mse", "kl")
+IGNORE_INDEX = -100  # the gold label of a text the teacher alone labels (augmented or unlabeled)
+DISTILL_DEFAULTS = {"num_train_epochs": 4.0}  # the transfer set is ~10x the training split: fewer, longer epochs
+
+
+@dataclass
+class DistillationArguments:
+    """What `hf-gru distill` adds to the options of `hf-gru train`."""
+
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "a fine-tuned AutoModelForSequenceClassification (path or Hub id) whose labels match"},
+    )
+    teacher_base: str | None = field(
+        default=None,
+        metadata={"help": "a pretrained encoder to fine-tune on the training split first (saved in DIR/teacher)"},
+    )
+    teacher_epochs: float = field(default=3.0, metadata={"help": "epochs of the teacher fine-tuning"})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "learning rate of the teacher fine-tuning"})
+    teacher_batch_size: int = field(default=32, metadata={"help": "batch size of the teacher fine-tuning"})
+    teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per text"})
+    labelling_batch_size: int = field(default=128, metadata={"help": "texts per teacher forward pass in labelling"})
+    augment_copies: int = field(default=10, metadata={"help": "augmented copies drawn per training text (0: none)"})
+    mask_probability: float = field(default=0.1, metadata={"help": "per-word masking probability (Tang et al.)"})
+    replace_probability: float = field(
+        default=0.1, metadata={"help": "per-word probability of a random word of the training vocabulary"}
+    )
+    ngram_probability: float = field(default=0.25, metadata={"help": "probability of keeping only a random n-gram"})
+    unlabeled: str | None = field(
+        default=None, metadata={"help": "in-domain texts without labels for the teacher to label (a dataset or .txt)"}
+    )
+    distillation_loss: str = field(
+        default="mse", metadata={"help": "mse (on logits, Tang et al.) or kl (temperature-scaled, + gold-label CE)"}
+    )
+    temperature: float = field(default=2.0, metadata={"help": "softmax temperature of the kl loss"})
+    gold_weight: float = field(
+        default=0.5, metadata={"help": "kl loss: weight of the cross-entropy on gold labels (training texts only)"}
+    )
+    embedding_init: str = field(
+        default="pca", metadata={"help": "reduce the teacher's embeddings to embedding_size by pca or learned"}
+    )
+
+    def __post_init__(self) -> None:
+        if bool(self.teacher) == bool(self.teacher_base):
+            raise ValueError(
+                "give exactly one of --teacher (a fine-tuned classifier) and --teacher_base (an encoder to fine-tune)"
+            )
+        if self.distillation_loss not in LOSSES:
+            raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        AugmentationSettings(
+            copies=self.augment_copies,
+            mask_probability=self.mask_probability,
+            replace_probability=self.replace_probability,
+            ngram_probability=self.ngram_probability,
+        )
+
+    @property
+    def teacher_reference(self) -> str:
+        return self.teacher or self.teacher_base or ""
+
+
+def parse_distillation_arguments(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, GRUTrainingArguments, DistillationArguments]:
+    """The one parser of `hf-gru distill` and `scripts/distill.py`: `hf-gru train`'s options plus the teacher's."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = expand_aliases(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, GRUTrainingArguments, DistillationArguments))
+    parser.set_defaults(**DISTILL_DEFAULTS)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+# ------------------------------------------------------------------------------------------------------ loss
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    kind: str = "mse",
+    temperature: float = 2.0,
+    gold_weight: float = 0.5,
+) -> torch.Tensor:
+    """``mse``: mean squared error between logits (Tang et al. 2019). ``kl``: Hinton's T²-scaled KL between the
+    softened distributions, plus `gold_weight` × cross-entropy on the rows that have a gold label."""
+    teacher = teacher.to(student.dtype)
+    if kind == "mse":
+        return F.mse_loss(student, teacher)
+    soft = (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=-1),
+            F.log_softmax(teacher / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
+    if labels is None or gold_weight == 0 or not (labels != IGNORE_INDEX).any():
+        return soft
+    return soft + gold_weight * F.cross_entropy(student, labels, ignore_index=IGNORE_INDEX)
+
+
+class DistillationTrainer(GRUTrainer):
+    """A `GRUTrainer` whose training loss follows the teacher's logits (a ``teacher_logits`` column).
+
+    Evaluation batches carry gold labels and no teacher logits: they get the model's own cross-entropy, so
+    `load_best_model_at_end` and early stopping select the student on the gold validation labels.
+    """
+
+    def __init__(self, *args: Any, distillation: DistillationArguments, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.distillation = distillation
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if "teacher_logits" not in self._signature_columns:
+            self._signature_columns.append("teacher_logits")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits = inputs.pop("teacher_logits", None)
+        if teacher_logits is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels", None)
+        outputs = model(**inputs)
+        d = self.distillation
+        loss = distillation_loss(
+            outputs.logits,
+            teacher_logits,
+            labels,
+            kind=d.distillation_loss,
+            temperature=d.temperature,
+            gold_weight=d.gold_weight,
+        )
+        return (loss, outputs) if return_outputs else loss
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def _resumable_labelling(training_args: GRUTrainingArguments) -> Path | None:
+    """A run killed before its first checkpoint (while fine-tuning the teacher or labelling): the folder it left."""
+    if training_args.resume_from_checkpoint not in (True, "True", "true", "last"):
+        return None
+    output_dir = Path(training_args.output_dir)
+    for folder in (staging_dir(output_dir), output_dir):
+        if folder.is_dir() and list_checkpoints(folder):
+            return None
+    for folder in (staging_dir(output_dir), output_dir):
+        if (folder / TEACHER_LOGITS_DIR).is_dir() or (folder / TEACHER_DIR).is_dir():
+            return folder
+    return None
+
+
+def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _evaluate_teacher(teacher, tokenizer, data, max_length: int, batch_size: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """The teacher's metrics (``teacher_eval_*`` on validation, ``teacher_test_*`` on test) and its logits there."""
+    compute = build_compute_metrics("single_label_classification")
+    metrics, logits = {}, {}
+    for split, prefix in (("validation", "teacher_eval_"), ("test", "teacher_test_")):
+        if split not in data.raw:
+            continue
+        raw = data.raw[split]
+        logits[split] = predict_logits(teacher, tokenizer, raw["text"], max_length=max_length, batch_size=batch_size)
+        metrics.update(_prefixed(compute((logits[split], np.asarray(raw["label"]))), prefix))
+    return metrics, logits
+
+
+def _tokenize_transfer_set(labelled: Dataset, gold: list[int], tokenizer, max_length: int) -> Dataset:
+    """Texts with teacher logits → the student's training columns (+ ``teacher_logits``; ``labels`` -100 when none)."""
+    num_labels = len(labelled[0]["teacher_logits"])
+    labelled = labelled.add_column("label", gold + [IGNORE_INDEX] * (len(labelled) - len(gold)))
+    features = Features(
+        {
+            "teacher_logits": List(Value("float32"), length=num_labels),
+            "input_ids": List(Value("int32")),
+            "attention_mask": List(Value("int8")),
+            "length": Value("int32"),
+            "labels": Value("int64"),
+        }
+    )
+    return labelled.map(
+        _Tokenize(tokenizer, max_length),
+        batched=True,
+        remove_columns=["text", "label"],
+        features=features,
+        desc="tokenizing the transfer set",
+    )
+
+
+def build_transfer_texts(
+    train_texts: list[str], distill_args: DistillationArguments, mask_token: str | None, seed: int
+) -> list[str]:
+    """Training texts first (in order; their gold labels line up), then augmented copies, then unlabeled texts."""
+    settings = AugmentationSettings(
+        copies=distill_args.augment_copies,
+        mask_probability=distill_args.mask_probability,
+        replace_probability=distill_args.replace_probability,
+        ngram_probability=distill_args.ngram_probability,
+        seed=seed,
+    )
+    unlabeled = load_unlabeled_texts(distill_args.unlabeled) if distill_args.unlabeled else []
+    augmented = augment_texts(train_texts, settings, mask_token, vocabulary_texts=unlabeled)
+    seen = set(train_texts) | set(augmented)
+    extra = [t for t in dict.fromkeys(unlabeled) if t not in seen]
+    logger.info(
+        "transfer set: %d training texts + %d augmented + %d unlabeled", len(train_texts), len(augmented), len(extra)
+    )
+    return list(train_texts) + augmented + extra
+
+
+def run_distillation(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: GRUTrainingArguments,
+    distill_args: DistillationArguments,
+) -> RunOutcome:
+    """Teacher → labelled transfer set → GRU student; the output directory is complete as for `hf-gru train`."""
+    reference = distill_args.teacher_reference
+    if model_args.model_name_or_path is None and model_args.init_embeddings is None:
+        model_args.init_embeddings = reference  # the student reads with the teacher's tokenizer and embeddings
+    given = given_tokenizer = None
+    if distill_args.teacher:
+        given, given_tokenizer = load_teacher(distill_args.teacher)  # refused early if not a sequence classifier
+    if model_args.embedding_size is None and model_args.init_embeddings:
+        from transformers import AutoConfig
+
+        width = getattr(AutoConfig.from_pretrained(model_args.init_embeddings), "hidden_size", None)
+        model_args.embedding_size = width  # the embeddings as they are; --embedding_size N reduces them
+
+    def load_data(tokenizer_source: str | None):
+        data = prepare_training_data(model_args, data_args, training_args, tokenizer_source)
+        if given is not None:
+            check_teacher_labels(given, [data.id2label[i] for i in range(data.num_labels)], reference)
+        return data
+
+    resume_in = _resumable_labelling(training_args)
+    if resume_in is not None:
+        logger.info("resuming the teacher phase of the run killed in %s (no checkpoint yet)", resume_in)
+        training_args.resume_from_checkpoint = None
+    run = start_run(
+        model_args,
+        data_args,
+        training_args,
+        inputs=(reference, distill_args.unlabeled),
+        load_data=load_data,
+        resume_in=resume_in,
+    )
+    work, data = run.directory.work, run.data
+
+    teacher, tokenizer = given, given_tokenizer
+    with training_args.main_process_first(desc="teacher fine-tuning and labelling"):
+        if distill_args.teacher_base:
+            teacher_dir = work / TEACHER_DIR
+            if not (teacher_dir / RESULTS_FILE).is_file():
+                settings = TeacherSettings(
+                    learning_rate=distill_args.teacher_learning_rate,
+                    epochs=distill_args.teacher_epochs,
+                    batch_size=distill_args.teacher_batch_size,
+                    max_length=distill_args.teacher_max_length,
+                    seed=training_args.seed,
+                )
+                fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True)
+            teacher, tokenizer = load_teacher(str(teacher_dir))
+            check_teacher_labels(teacher, [data.id2label[i] for i in range(data.num_labels)], str(teacher_dir))
+        teacher.to(training_args.device)
+        teacher_metrics, teacher_logits = _evaluate_teacher(
+            teacher, tokenizer, data, distill_args.teacher_max_length, distill_args.labelling_batch_size
+        )
+        train = data.raw["train"]
+        if data_args.max_train_samples is not None:  # the same subset prepare_training_data took
+            train = train.shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(train))))
+        texts = build_transfer_texts(train["text"], distill_args, mask_token_of(tokenizer), training_args.seed)
+        identity = {
+            "teacher": reference,
+            "teacher_fingerprint": teacher_fingerprint(teacher, reference),
+            "dataset": data.reference,
+        }
+        labelled = label_texts(
+            teacher,
+            tokenizer,
+            texts,
+            work / TEACHER_LOGITS_DIR,
+            identity=identity,
+            max_length=distill_args.teacher_max_length,
+            batch_size=distill_args.labelling_batch_size,
+        )
+        max_length = resolve_max_length(data.tokenizer, data_args.max_length)
+        data.tokenized["train"] = _tokenize_transfer_set(labelled, list(train["label"]), data.tokenizer, max_length)
+    teacher.to("cpu")
+    del teacher
+
+    trainer = build_trainer(
+        run.model, training_args, data, run.problem_type, trainer_class=DistillationTrainer, distillation=distill_args
+    )
+    metrics, predictions = train_and_evaluate(run, trainer)
+    metrics.update(teacher_metrics)
+    metrics["num_parameters"] = sum(p.numel() for p in trainer.model.parameters())
+    metrics["transfer_set_size"] = len(texts)
+    if predictions is not None and "test" in teacher_logits and data.has_test:
+        agreement = (predictions[1].argmax(-1) == teacher_logits["test"].argmax(-1)).mean()
+        metrics["test_teacher_agreement"] = float(agreement)
+    teacher_info = (
+        {"teacher": reference, **read_teacher_results(work / TEACHER_DIR)} if distill_args.teacher_base else {}
+    )
+    logger.info("teacher: %s", teacher_info.get("base_model", reference))
+    return finish_run(
+        run,
+        model=trainer.model,
+        metrics=metrics,
+        log_history=trainer.state.log_history,
+        predictions=predictions,
+        is_main_process=trainer.is_world_process_zero(),
+    )
+
+
+def distill(argv: list[str] | None = None) -> RunOutcome:
+    """`hf-gru distill` / `scripts/distill.py` from a command line."""
+    return run_distillation(*parse_distillation_arguments(argv))

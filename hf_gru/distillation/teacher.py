@@ -1,0 +1,293 @@
+"""The teacher: fine-tune a pretrained encoder with the HF `Trainer`, check a given one, and label texts with it.
+
+`--teacher-base MODEL` goes through :func:`fine_tune_teacher` (the very code the benchmarks ran), `--teacher MODEL`
+through :func:`load_teacher`; both give a `transformers` sequence classifier whose labels match the dataset's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from ..metrics import build_compute_metrics
+
+logger = logging.getLogger(__name__)
+
+TEACHER_RESULTS_FILE = "all_results.json"
+
+
+@dataclass
+class TeacherSettings:
+    """Defaults for fine-tuning a small encoder (MiniLM/BERT-base) as a teacher: the usual GLUE-style recipe."""
+
+    learning_rate: float = 5e-5
+    epochs: float = 3.0
+    batch_size: int = 32
+    max_length: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 42
+
+
+def label_mapping(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def _tokenize(data: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        out = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        out["length"] = [len(ids) for ids in out["input_ids"]]
+        return out
+
+    return data.map(encode, batched=True, remove_columns=["text"], desc="tokenizing for the teacher")
+
+
+def fine_tune_teacher(
+    base: str,
+    data: DatasetDict,
+    output_dir: str | Path,
+    settings: TeacherSettings | None = None,
+    *,
+    resume: bool = False,
+) -> dict[str, float]:
+    """Fine-tune `base` on ``data['train']``, keep the epoch best on validation, save it with its results.
+
+    `data` holds ``text`` and a ``ClassLabel`` ``label`` (``load_raw_datasets``); the teacher is selected on the
+    same validation split the student later uses, and evaluated on test when there is one. Returns the metrics also
+    written to ``output_dir/all_results.json`` (``eval_*`` on validation, ``test_*`` on test).
+    """
+    settings = settings or TeacherSettings()
+    output_dir = Path(output_dir)
+    names = tuple(data["train"].features["label"].names)
+    set_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(names), **label_mapping(names))
+    tokenized = _tokenize(data, tokenizer, settings.max_length)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=2 * settings.batch_size,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_ratio,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length",
+        logging_steps=50,
+        report_to="none",
+        seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics("single_label_classification"),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
+    )
+    started = time.perf_counter()
+    last = None
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=last)
+    metrics: dict[str, float] = dict(result.metrics)
+    metrics["train_wall_seconds"] = round(time.perf_counter() - started, 2)
+    metrics["train_samples"] = len(tokenized["train"])
+    trainer.save_model()
+    trainer.save_state()
+    metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    if "test" in tokenized:
+        metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
+    metrics["base_model"] = base  # type: ignore[assignment]
+    metrics["num_parameters"] = sum(p.numel() for p in model.parameters())
+    (output_dir / TEACHER_RESULTS_FILE).write_text(
+        json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8"
+    )
+    for checkpoint in output_dir.glob("checkpoint-*"):  # the best model is saved at the top; keep the dir small
+        shutil.rmtree(checkpoint)
+    return metrics
+
+
+def read_teacher_results(teacher_dir: str | Path) -> dict[str, Any]:
+    path = Path(teacher_dir) / TEACHER_RESULTS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def load_teacher(reference: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A fine-tuned sequence classifier and its tokenizer; anything else is refused with the fix."""
+    config = AutoConfig.from_pretrained(reference)
+    architectures = config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ValueError(
+            f"--teacher {reference} is not a sequence classifier (architectures: {', '.join(architectures) or 'none'});"
+            " pass a fine-tuned AutoModelForSequenceClassification, or --teacher-base to fine-tune this encoder first"
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(reference)
+    tokenizer = AutoTokenizer.from_pretrained(reference)
+    return model.eval(), tokenizer
+
+
+def check_teacher_labels(model: PreTrainedModel, names: tuple[str, ...] | list[str], reference: str) -> None:
+    """The teacher's `id2label` must be the dataset's label set, in the same order (logits are compared by index)."""
+    teacher = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    if teacher != list(names):
+        same_set = sorted(teacher) == sorted(names)
+        raise ValueError(
+            f"the teacher {reference} predicts labels {teacher}, the dataset has {list(names)}"
+            + (" (same names, different order)" if same_set else "")
+            + "; use a teacher fine-tuned on this label set, or --teacher-base to fine-tune one"
+        )
+
+
+# ------------------------------------------------------------------------------------------------- labelling
+
+FINGERPRINT_FILE = "fingerprint.json"
+CHUNK_PREFIX = "chunk-"
+
+
+class CacheMismatchError(ValueError):
+    """The output directory holds teacher logits for another teacher or other texts."""
+
+
+def teacher_fingerprint(model: PreTrainedModel, reference: str) -> str:
+    """Identifies a teacher by its weights (the classifier head and embeddings), not by its path."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    state = model.state_dict()
+    for name in sorted(state)[-4:] + sorted(state)[:2]:
+        digest.update(name.encode())
+        digest.update(state[name].detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _check_cache(cache_dir: Path, identity: dict[str, Any]) -> None:
+    path = cache_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        return
+    cached = json.loads(path.read_text(encoding="utf-8"))
+    if cached.get("teacher_fingerprint") != identity["teacher_fingerprint"]:
+        what = f"teacher {cached.get('teacher')!r}, not {identity['teacher']!r}"
+    elif cached.get("texts_fingerprint") != identity["texts_fingerprint"]:
+        what = f"other texts (dataset {cached.get('dataset')!r}, {cached.get('num_texts')} texts)"
+    else:
+        return
+    raise CacheMismatchError(
+        f"{cache_dir} holds the cached logits of {what}; distil into another --output_dir, or pass "
+        "--overwrite_output_dir to replace that run"
+    )
+
+
+def label_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    cache_dir: str | Path,
+    *,
+    identity: dict[str, Any],
+    max_length: int = 128,
+    batch_size: int = 128,
+    chunk_size: int = 4096,
+) -> Dataset:
+    """The teacher's logits for `texts` (in order), as a `datasets` Dataset with ``text`` and ``teacher_logits``.
+
+    Written to `cache_dir` chunk by chunk (each chunk an Arrow file, renamed into place only when complete), so a
+    killed run continues from the first missing chunk; a cache made by another teacher or for other texts (the
+    fingerprint in `identity`) is refused rather than mixed in. Each chunk is labelled in length-sorted batches.
+    """
+    cache_dir = Path(cache_dir)
+    identity = {**identity, "num_texts": len(texts), "texts_fingerprint": texts_fingerprint(texts)}
+    identity["chunk_size"] = chunk_size
+    _check_cache(cache_dir, identity)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / FINGERPRINT_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    chunks = range(0, len(texts), chunk_size)
+    done = [i for i, start in enumerate(chunks) if (cache_dir / f"{CHUNK_PREFIX}{i:05d}").is_dir()]
+    if done:
+        logger.info(
+            "teacher logits: %d of %d chunks cached in %s, labelling the rest", len(done), len(chunks), cache_dir
+        )
+    model.eval()
+    device = next(model.parameters()).device
+    with tqdm(total=len(texts), initial=min(len(done) * chunk_size, len(texts)), desc="teacher labelling") as bar:
+        for i, start in enumerate(chunks):
+            final = cache_dir / f"{CHUNK_PREFIX}{i:05d}"
+            if final.is_dir():
+                continue
+            chunk = texts[start : start + chunk_size]
+            logits = _logits(model, tokenizer, chunk, device, max_length, batch_size, bar)
+            partial = cache_dir / f".partial-{i:05d}"
+            if partial.exists():
+                shutil.rmtree(partial)
+            Dataset.from_dict({"text": chunk, "teacher_logits": logits.tolist()}).save_to_disk(str(partial))
+            partial.rename(final)
+    return load_labels(cache_dir)
+
+
+def load_labels(cache_dir: str | Path) -> Dataset:
+    cache_dir = Path(cache_dir)
+    parts = sorted(p for p in cache_dir.iterdir() if p.name.startswith(CHUNK_PREFIX))
+    return concatenate_datasets([load_from_disk(str(p)) for p in parts])
+
+
+@torch.no_grad()
+def _logits(model, tokenizer, texts: list[str], device, max_length: int, batch_size: int, bar) -> np.ndarray:
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in index], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
+        out[index] = model(**batch).logits.float().cpu().numpy()
+        bar.update(len(index))
+    return out
+
+
+def predict_logits(model, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 128) -> np.ndarray:
+    """Uncached logits (validation and test splits: small, and needed for the teacher's own results)."""
+    device = next(model.parameters()).device
+    model.eval()
+    with tqdm(total=len(texts), desc="teacher on evaluation texts", disable=len(texts) < 2000) as bar:
+        return _logits(model, tokenizer, texts, device, max_length, batch_size, bar)
