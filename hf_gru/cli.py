@@ -38,6 +38,15 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _distill(argv: list[str]) -> int:
+    from .distillation import parse_distillation_arguments, run_distillation
+
+    outcome = run_distillation(*parse_distillation_arguments(argv))
+    if outcome.is_main_process:
+        _print_result(outcome.output_dir, outcome.metrics)
+    return 0
+
+
 def _print_result(output_dir: Path, metrics: dict[str, float]) -> None:
     headline = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("_accuracy", "_f1_macro", "_mse"))}
     print(f"model, tokenizer, results, plots and model card saved to {output_dir}")
@@ -129,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="All options of scripts/train.py; see `hf-gru train --help`.",
     )
 
+    commands.add_parser(
+        "distill",
+        add_help=False,
+        help="distil a transformers classifier into a GRU: hf-gru distill --dataset REF --output-dir DIR "
+        "(--teacher MODEL | --teacher-base MODEL) [--augment-copies N] [--unlabeled REF] ...",
+        description="All options of scripts/distill.py; see `hf-gru distill --help`.",
+    )
+
     evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a dataset split (JSON, last line)")
     evaluate.add_argument("--model", required=True, help="a trained model directory")
     evaluate.add_argument("--dataset", required=True, help="dataset reference, as for train")
@@ -171,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             return _train(argv[1:])
+        if argv and argv[0] == "distill":
+            return _distill(argv[1:])
         args = parser.parse_args(argv)
         handlers = {"evaluate": _evaluate, "predict": _predict, "push": _push, "demo": _demo}
         return handlers[args.command](args)

@@ -1,1 +1,33 @@
-"""Distillation: a fast GRU student from any transformers sequence classifier."""
+"""Distillation: a fast GRU student from any transformers sequence classifier (Tang et al. 2019).
+
+`run_distillation` (the engine behind `hf-gru distill` and `scripts/distill.py`), the teacher's fine-tuning and
+cached labelling, Tang's augmentation, and `initialize_embeddings` (also used by `hf-gru train --init_embeddings`).
+"""
+
+from .augment import AugmentationSettings, augment_texts
+from .embeddings import initialize_embeddings
+from .engine import (
+    DistillationArguments,
+    DistillationTrainer,
+    distill,
+    distillation_loss,
+    parse_distillation_arguments,
+    run_distillation,
+)
+from .teacher import TeacherSettings, fine_tune_teacher, label_texts, load_teacher
+
+__all__ = [
+    "AugmentationSettings",
+    "DistillationArguments",
+    "DistillationTrainer",
+    "TeacherSettings",
+    "augment_texts",
+    "distill",
+    "distillation_loss",
+    "fine_tune_teacher",
+    "initialize_embeddings",
+    "label_texts",
+    "load_teacher",
+    "parse_distillation_arguments",
+    "run_distillation",
+]
