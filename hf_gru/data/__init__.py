@@ -10,11 +10,11 @@ a reference means, its splits as stored), ``readers`` (data files and class fold
 (token ids, padding), ``streaming`` (the same for corpora larger than memory).
 """
 
-from .labels import LABEL_COLUMN_CANDIDATES, TEXT_COLUMN_CANDIDATES, label_names_of
+from .labels import LABEL_COLUMN_CANDIDATES, TEXT_COLUMN_CANDIDATES
 from .presets import DATASET_PRESETS, DatasetPreset
 from .readers import DataFileError
 from .splits import PreparedData, load_raw_datasets, prepare_data
-from .streaming import has_split, load_streaming_dataset, open_training_stream
+from .streaming import load_streaming_dataset, prepare_streaming_data
 from .tokenize import (
     MAX_LENGTH_CAP,
     build_data_collator,
@@ -33,12 +33,10 @@ __all__ = [
     "PreparedData",
     "TEXT_COLUMN_CANDIDATES",
     "build_data_collator",
-    "has_split",
-    "label_names_of",
     "load_raw_datasets",
     "load_streaming_dataset",
-    "open_training_stream",
     "prepare_data",
+    "prepare_streaming_data",
     "resolve_max_length",
     "tokenize_datasets",
     "tokenize_streaming",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +166,7 @@ def _to_text_label(
     return ds.map(fn, batched=True, remove_columns=columns, features=_TEXT_LABEL_FEATURES), source_names
 
 
-def label_names_of(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[str, ...]:
+def _label_names_of(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[str, ...]:
     """The label set, fixed by the training split: a source ClassLabel's names, else numeric or sorted order."""
     if source_names is not None:
         return source_names
@@ -177,12 +177,35 @@ def label_names_of(train: Dataset, source_names: tuple[str, ...] | None) -> tupl
         return tuple(sorted(names))
 
 
+def _require_two_labels(labels: Iterable[str], where: str = "the training split") -> None:
+    """A classifier cannot learn from one class; say so before anything is trained or written."""
+    present = sorted(set(labels))
+    if len(present) == 1:
+        raise ValueError(f"{where} has one label ({present[0]}); a classifier needs at least two")
+
+
+def _names_of(label2id: Mapping[str, int]) -> tuple[str, ...]:
+    """The label names in id order of a model's ``label2id``, which must number them 0..n-1."""
+    names = tuple(sorted(label2id, key=label2id.__getitem__))
+    if [label2id[n] for n in names] != list(range(len(names))):
+        raise ValueError(f"label2id must map onto 0..{len(names) - 1} without gaps, got {dict(label2id)}")
+    return names
+
+
+def _label_features(names: Sequence[str]) -> Features:
+    return Features({"text": Value("string"), "label": ClassLabel(names=list(names))})
+
+
 def _encode_labels(ds: Dataset, names: tuple[str, ...], split: str, owner: str = "the training split") -> Dataset:
     unseen = sorted(set(ds.unique("label")) - set(names))
     if unseen:
         raise ValueError(_unseen_message(unseen, split, names, owner))
-    features = Features({"text": Value("string"), "label": ClassLabel(names=list(names))})
-    return ds.map(_EncodeLabels(names, split), batched=True, features=features)
+    return ds.map(_EncodeLabels(names, split), batched=True, features=_label_features(names))
+
+
+def _encode_stream(stream: IterableDataset, names: tuple[str, ...], split: str) -> IterableDataset:
+    """The streaming twin of :func:`_encode_labels`: a label outside ``names`` raises when its row is read."""
+    return stream.map(_EncodeLabels(names, split), batched=True, features=_label_features(names))
 
 
 def _stratified_split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

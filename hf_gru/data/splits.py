@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from hf_gru.tokenization import load_tokenizer, train_tokenizer
 
-from .labels import _encode_labels, _stratified_split, _to_text_label, label_names_of
+from .labels import _encode_labels, _label_names_of, _stratified_split, _to_text_label
 from .presets import SPLITS
 from .readers import _locate_failure
 from .sources import _open_splits, _Reference, _resolve
@@ -49,7 +49,7 @@ def load_raw_datasets(
     train, source_names = cleaned["train"]
     if not len(train):
         raise ValueError(f"the training split of {reference!r} has no usable rows (non-empty text and a label)")
-    names = tuple(label_names) if label_names is not None else label_names_of(train, source_names)
+    names = tuple(label_names) if label_names is not None else _label_names_of(train, source_names)
     owner = "the model" if label_names is not None else "the training split"
     splits = {}
     for split, (ds, _) in cleaned.items():
