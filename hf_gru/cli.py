@@ -54,8 +54,11 @@ def _print_result(output_dir: Path, metrics: dict[str, float]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .inference import evaluate_model
+    from .inference import evaluate_model, load_backend
 
+    classifier = load_backend(
+        args.model, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
+    )
     metrics = evaluate_model(
         args.model,
         args.dataset,
@@ -63,25 +66,76 @@ def _evaluate(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         label_column=args.label_column,
         batch_size=args.batch_size,
-        device=args.device,
+        classifier=classifier,
     )
     print(json.dumps(metrics))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .inference import predict_file
+    from .inference import load_backend, predict_file, write_predictions_atomically
+
+    def write(handle) -> int:
+        classifier = load_backend(
+            args.model, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
+        )
+        return predict_file(
+            args.model,
+            args.input,
+            handle,
+            batch_size=args.batch_size,
+            text_column=args.text_column,
+            classifier=classifier,
+        )
 
     if args.output is None:
-        count = predict_file(args.model, args.input, sys.stdout, batch_size=args.batch_size, device=args.device)
+        count = write(sys.stdout)
     else:
-        output = Path(args.output)
-        if output.exists() and not args.overwrite:
-            raise ValueError(f"--output {output} exists; pass --overwrite to replace it")
-        with output.open("w", encoding="utf-8") as handle:
-            count = predict_file(args.model, args.input, handle, batch_size=args.batch_size, device=args.device)
+        count = write_predictions_atomically(args.output, args.input, overwrite=args.overwrite, write=write)
     logger.info("wrote %d predictions to %s", count, args.output or "stdout")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    result = export_model(args.model, args.output, quantize=args.quantize, opset=args.opset)
+    print(f"ONNX export written to {result.output_dir}: {', '.join(result.files)}")
+    print(f"parity with PyTorch on {result.parity_texts} texts (right and left padding): max abs logit difference "
+          f"{result.max_abs_diff:.2e}")  # fmt: skip
+    if result.int8_max_abs_diff is not None:
+        print(f"int8: max abs logit difference {result.int8_max_abs_diff:.3g}, same label on "
+              f"{100 * result.int8_agreement:.1f}% of them")  # fmt: skip
+    return 0
+
+
+def _positive_int(value: str) -> int:
+    """argparse type: batch sizes and thread counts below 1 are usage errors (exit 2, naming the option)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {number}")
+    return number
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=batch_size)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default=None,
+        help="default: onnx when MODEL/onnx/model.onnx exists (hf-gru export) and onnxruntime is installed",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: onnx model_int8.onnx (hf-gru export --quantize int8) or torch dynamic quantization",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=None, help="intra-op CPU threads (both backends)")
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -152,16 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: test)")
     evaluate.add_argument("--text-column", dest="text_column")
     evaluate.add_argument("--label-column", dest="label_column")
-    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=256)
-    evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_backend_options(evaluate, batch_size=256)
 
-    predict = commands.add_parser("predict", help="label every text of a file, as JSON Lines {text, label, score}")
-    predict.add_argument("--model", required=True, help="a trained model directory")
-    predict.add_argument("--input", required=True, help="plain text (one text a line) or JSON Lines with 'text'")
+    predict = commands.add_parser(
+        "predict", help="label every text of a file, as JSON Lines {line, text, label, score}"
+    )
+    predict.add_argument("--model", required=True, help="a trained model directory (or its ONNX export folder)")
+    predict.add_argument(
+        "--input",
+        required=True,
+        help=".csv/.tsv/.jsonl/.json (optionally .gz) read by extension like training data; any other file is "
+        "plain text, one text a line",
+    )
+    predict.add_argument("--text-column", dest="text_column", help="column holding the text (structured files)")
     predict.add_argument("--output", default=None, help="JSON Lines file to write (default: stdout)")
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    predict.add_argument("--batch-size", dest="batch_size", type=int, default=64)
-    predict.add_argument("--device", default=None)
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file (atomically)")
+    _add_backend_options(predict, batch_size=64)
+
+    export = commands.add_parser("export", help="write an ONNX graph (+ int8) for ONNX Runtime and optimum")
+    export.add_argument("--model", required=True, help="a trained model directory")
+    export.add_argument("--output", default=None, help="folder to write (default: MODEL/onnx)")
+    export.add_argument("--quantize", choices=("int8",), default=None, help="also write model_int8.onnx")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 11 to 20 (default: 17)")
 
     push = commands.add_parser("push", help="upload a trained model to the Hub in one commit")
     push.add_argument("--model", required=True, help="a trained model directory")
@@ -191,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "distill":
             return _distill(argv[1:])
         args = parser.parse_args(argv)
-        handlers = {"evaluate": _evaluate, "predict": _predict, "push": _push, "demo": _demo}
+        handlers = {"evaluate": _evaluate, "predict": _predict, "export": _export, "push": _push, "demo": _demo}
         return handlers[args.command](args)
-    except (ValueError, OSError) as error:  # bad input: say what and how to fix it, without a traceback
+    except (ValueError, OSError, ImportError) as error:  # bad input: what and how to fix it, no traceback
         if verbose:
             logger.exception("traceback")
         print(f"hf-gru: error: {error}", file=sys.stderr)

@@ -1,39 +1,58 @@
 """Classifying texts with a saved model: batched, length-sorted, streaming from files with flat memory.
 
-`hf-gru predict` and `hf-gru evaluate` sit on these functions; `pipeline("text-classification")` works too, but
-handles one text at a time unless told otherwise, and reads whole inputs into memory.
+Two backends run the same batches: PyTorch (`TorchClassifier`, any device) and ONNX Runtime (`OnnxClassifier`, CPU,
+on the graph `hf-gru export` writes to `<model>/onnx/`). `load_backend` picks one; `hf-gru predict` and
+`hf-gru evaluate` sit on it. `pipeline("text-classification")` works too, but handles one text at a time unless told
+otherwise, and reads whole inputs into memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from .data import DataFileError, load_raw_datasets, resolve_max_length
+from .data import resolve_max_length
+from .hardware import default_device
+from .run_directory import CONFIG_FILE, ONNX_DIR, ONNX_INT8_FILE, ONNX_MODEL_FILE, WEIGHTS_FILE
 from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass
 class Prediction:
     text: str
-    label: str
-    score: float
+    label: str | None
+    score: float | None
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def check_positive(value: int | None, option: str) -> int | None:
+    """A batch size or thread count below 1 is a usage error (it used to label everything with one class)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{option} must be a positive integer, got {value!r}")
+    return value
 
 
 def load_classifier(
@@ -41,18 +60,251 @@ def load_classifier(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (eval mode, on `device`) and the tokenizer saved beside it, with a clear error for a wrong directory."""
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / CONFIG_FILE).is_file():
         raise ValueError(
-            f"{model_dir} is not a saved model: config.json is missing. Pass the --output_dir of `hf-gru train` "
+            f"{model_dir} is not a saved model: {CONFIG_FILE} is missing. Pass the --output_dir of `hf-gru train` "
             "(or any directory written by save_pretrained)."
         )
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    device = _resolve_device(device)
+    model = _from_pretrained(model_dir)
     tokenizer = load_tokenizer(str(model_dir))
-    model.to(torch.device(device) if device is not None else default_device()).eval()
+    model.to(device).eval()
     return model, tokenizer
 
 
-@torch.inference_mode()
+def _from_pretrained(model_dir: Path) -> PreTrainedModel:
+    """`from_pretrained`, with the known ways a model folder is broken turned into one line naming file and fix."""
+    from safetensors import SafetensorError
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(model_dir)
+    except SafetensorError as error:
+        raise ValueError(
+            f"{model_dir / WEIGHTS_FILE} is damaged or truncated ({error}); copy it again from where the model was "
+            "trained or pushed, or retrain"
+        ) from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{model_dir} holds pickle weights (pytorch_model.bin) that would run code when loaded, so loading them "
+            "was refused; use a model saved as model.safetensors (save_pretrained writes it), or convert a file you "
+            "trust with transformers' own tools"
+        ) from error
+    except RuntimeError as error:
+        if "mismatched" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise ValueError(
+            f"{model_dir / CONFIG_FILE} does not match the weights in {model_dir} (a tensor has another shape, e.g. "
+            "vocab_size or hidden_size was edited); restore the config.json saved with these weights"
+        ) from error
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device, refused with the fix when this torch build cannot use it (instead of a deep traceback later)."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        message = f"--device {device!r} is not a device torch knows ({error}); use cpu, cuda or cuda:N"
+        raise ValueError(message) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
+            raise ValueError(f"--device {device} is not available here ({build}); use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------------- backends
+
+
+class Classifier(ABC):
+    """A model behind one call: texts in, logits out. Subclasses only run a padded batch of token ids."""
+
+    name: str
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+
+    def __init__(self, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None):
+        self.config, self.tokenizer = config, tokenizer
+        self.max_length = resolve_max_length(tokenizer, max_length)
+
+    @abstractmethod
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits `(batch, num_labels)` float32 for int64 `(batch, sequence)` ids and mask."""
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        return encoded["input_ids"].astype(np.int64, copy=False), encoded["attention_mask"].astype(np.int64, copy=False)
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Logits of one batch, as given (no sorting): what a service calls per request."""
+        if not texts:
+            return np.zeros((0, self.config.num_labels), dtype=np.float32)
+        return self.forward(*self.encode(texts))
+
+    def predict_logits(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        """Logits `(len(texts), num_labels)` in input order; texts are batched by length so padding stays small."""
+        check_positive(batch_size, "--batch-size")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        logits = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            logits[index] = self.logits([texts[i] for i in index])
+        return logits
+
+    def classify(
+        self, texts: Iterable[str | None], *, batch_size: int = 64, chunk_size: int = 2048
+    ) -> Iterator[Prediction]:
+        """Streams predictions for any iterable of texts, holding only `chunk_size` texts at a time.
+
+        `None` (a blank input line) yields a prediction with no label, so outputs line up with inputs.
+        """
+        id2label = self.config.id2label
+        multi_label = self.config.problem_type == "multi_label_classification"
+        iterator = iter(texts)
+        while chunk := list(islice(iterator, chunk_size)):
+            present = [i for i, text in enumerate(chunk) if text is not None]
+            logits = torch.from_numpy(self.predict_logits([chunk[i] for i in present], batch_size=batch_size))
+            probabilities = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
+            scores, ids = probabilities.max(dim=-1)
+            found = dict(zip(present, zip(ids.tolist(), scores.tolist())))
+            for i, text in enumerate(chunk):
+                if i in found:
+                    label_id, score = found[i]
+                    yield Prediction(text=text, label=id2label[label_id], score=round(score, 6))
+                else:
+                    yield Prediction(text="", label=None, score=None)
+
+
+class TorchClassifier(Classifier):
+    """PyTorch backend: the `transformers` model on any device; `int8` is torch dynamic quantization (CPU)."""
+
+    name = "torch"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None):
+        super().__init__(model.config, tokenizer, max_length)
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+
+
+class OnnxClassifier(Classifier):
+    """ONNX Runtime backend (CPU) on a graph written by `hf-gru export`."""
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: PretrainedConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        threads: int | None = None,
+        max_length: int | None = None,
+    ):
+        from .export import onnx_session
+
+        super().__init__(config, tokenizer, max_length)
+        self.path = Path(path)
+        self.session = onnx_session(self.path, threads=threads)
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+def onnx_dir(model_dir: str | Path) -> Path:
+    """Where a model's export lives: the folder itself when it holds model.onnx (an export folder), else `onnx/`."""
+    model_dir = Path(model_dir)
+    return model_dir if (model_dir / ONNX_MODEL_FILE).is_file() else model_dir / ONNX_DIR
+
+
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(model_dir: str | Path, backend: str | None = None, device: str | None = None) -> str:
+    """`backend`, or the default: onnx when an up-to-date export exists, onnxruntime is importable and no
+    accelerator was asked for; torch otherwise."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"--backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+        return backend
+    graph = onnx_dir(model_dir) / ONNX_MODEL_FILE
+    if device not in (None, "cpu") or not graph.is_file() or not _onnxruntime_available():
+        return "torch"
+    weights = Path(model_dir) / WEIGHTS_FILE
+    if weights.is_file() and weights.stat().st_mtime > graph.stat().st_mtime:
+        logger.warning("%s is older than %s: using the torch backend (re-run `hf-gru export`)", graph, weights)
+        return "torch"
+    return "onnx"
+
+
+def load_backend(
+    model_dir: str | Path,
+    *,
+    backend: str | None = None,
+    precision: str = "fp32",
+    threads: int | None = None,
+    device: str | None = None,
+    max_length: int | None = None,
+) -> Classifier:
+    """A ready classifier for `model_dir` (a training output, or an export folder holding model.onnx).
+
+    backend: "torch", "onnx" or None (onnx when `<model_dir>/onnx/model.onnx` exists and onnxruntime is installed).
+    precision: "fp32" or "int8" (onnx: `model_int8.onnx` from `hf-gru export --quantize int8`; torch: dynamic
+        quantization of the GRU and linear layers).
+    threads: intra-op threads (onnx: session option; torch: `torch.set_num_threads`, process-wide).
+    """
+    check_positive(threads, "--threads")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ValueError(
+            f"{model_dir} is not a saved model: {CONFIG_FILE} is missing. Pass the --output_dir of `hf-gru train` "
+            "(or any directory written by save_pretrained)."
+        )
+    backend = resolve_backend(model_dir, backend, device)
+    logger.info("backend: %s (%s)", backend, precision)
+    if backend == "onnx":
+        from .export import import_onnxruntime
+
+        import_onnxruntime()  # the install hint, before anything else
+        if device not in (None, "cpu"):
+            raise ValueError(f"--backend onnx runs on the CPU; drop --device {device} or use --backend torch")
+        folder = onnx_dir(model_dir)
+        graph = folder / (ONNX_INT8_FILE if precision == "int8" else ONNX_MODEL_FILE)
+        if not graph.is_file():
+            flag = " --quantize int8" if precision == "int8" else ""
+            raise ValueError(f"no ONNX export at {graph}; run `hf-gru export --model {model_dir}{flag}` first")
+        config = AutoConfig.from_pretrained(folder)  # hf_gru registers its model type: no remote code runs
+        tokenizer = load_tokenizer(str(folder if (folder / "tokenizer_config.json").is_file() else model_dir))
+        return OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model, tokenizer = load_classifier(model_dir, device=device)
+    if precision == "int8":
+        if next(model.parameters()).device.type != "cpu":
+            raise ValueError("int8 (dynamic quantization) runs on the CPU; use --device cpu")
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+    return TorchClassifier(model, tokenizer, max_length=max_length)
+
+
+# ------------------------------------------------------------------------------- functions over (model, tokenizer)
+
+
 def predict_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -61,79 +313,37 @@ def predict_logits(
     batch_size: int = 64,
     max_length: int | None = None,
 ) -> np.ndarray:
-    """Logits `(len(texts), num_labels)` in input order; texts are batched by length so padding stays small."""
-    max_length = resolve_max_length(tokenizer, max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        encoded = tokenizer(
-            [texts[i] for i in index], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-        )
-        inputs = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        logits[index] = model(**inputs).logits.float().cpu().numpy()
-    return logits
+    """Logits `(len(texts), num_labels)` in input order, with the torch backend on an already loaded model."""
+    return TorchClassifier(model, tokenizer, max_length).predict_logits(texts, batch_size=batch_size)
 
 
 def classify(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: Iterable[str],
+    texts: Iterable[str | None],
     *,
     batch_size: int = 64,
     max_length: int | None = None,
     chunk_size: int = 2048,
 ) -> Iterator[Prediction]:
-    """Streams predictions for any iterable of texts, holding only `chunk_size` texts at a time."""
-    id2label = model.config.id2label
-    multi_label = model.config.problem_type == "multi_label_classification"
-    iterator = iter(texts)
-    while chunk := list(islice(iterator, chunk_size)):
-        logits = torch.from_numpy(predict_logits(model, tokenizer, chunk, batch_size=batch_size, max_length=max_length))
-        probabilities = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
-        scores, ids = probabilities.max(dim=-1)
-        for text, label_id, score in zip(chunk, ids.tolist(), scores.tolist()):
-            yield Prediction(text=text, label=id2label[label_id], score=round(score, 6))
+    """`Classifier.classify` with the torch backend on an already loaded model."""
+    backend = TorchClassifier(model, tokenizer, max_length)
+    return backend.classify(texts, batch_size=batch_size, chunk_size=chunk_size)
 
 
-def read_texts(path: str | Path, text_field: str = "text") -> Iterator[str]:
-    """Texts from plain text (one a line) or JSON Lines (a `text_field` per object).
+# ------------------------------------------------------------------------------------------------- files
 
-    Blank lines and whitespace-only texts are skipped (a model has nothing to classify there), with a count logged.
-    """
+
+def read_input(path: str | Path, text_column: str | None = None) -> Iterator[tuple[int, str | None]]:
+    """(1-based line or row number, text or None for a blank) from any file the data readers know, by extension."""
+    from .data import iter_input_records
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--input {path} does not exist or is not a file")
-    with path.open("rb") as handle:
-        first = next((line for line in handle if line.strip()), b"")
-    json_lines = first.lstrip().startswith(b"{")
-    skipped = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataFileError(path, number, f"not valid UTF-8 ({error.reason})") from None
-            if not line.strip():
-                skipped += 1
-                continue
-            if not json_lines:
-                yield line.rstrip("\r\n")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFileError(path, number, f"not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                found = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise DataFileError(path, number, f"no string field {text_field!r} (found: {found})")
-            if not record[text_field].strip():
-                skipped += 1
-                continue
-            yield record[text_field]
-    if skipped:
-        logger.warning("%s: skipped %d blank line(s) or empty text(s)", path, skipped)
+    format_name, records = iter_input_records(path, text_column=text_column)
+    logger.info("reading %s as %s", path, format_name)
+    return records
 
 
 def predict_file(
@@ -145,16 +355,64 @@ def predict_file(
     max_length: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    backend: str | None = None,
+    threads: int | None = None,
+    text_column: str | None = None,
+    classifier: Classifier | None = None,
 ) -> int:
-    """Writes one JSON line `{text, label, score}` per input text to `output`; returns the count."""
-    model, tokenizer = load_classifier(model_dir, device=device)
+    """Writes one JSON line `{line, text, label, score}` per input record to `output`; returns the count.
+
+    `line` is the record's 1-based line (row) number in the input; a blank record gets `label` and `score` null.
+    """
+    check_positive(batch_size, "--batch-size")
+    if classifier is None:
+        classifier = load_backend(model_dir, backend=backend, threads=threads, device=device, max_length=max_length)
+    records = read_input(input_path, text_column)
+    numbers: list[int] = []
+
+    def texts() -> Iterator[str | None]:
+        for number, text in records:
+            numbers.append(number)
+            yield text
+
     count = 0
     with tqdm(desc="predict", unit=" texts", disable=not progress) as bar:
-        texts = read_texts(input_path)
-        for prediction in classify(model, tokenizer, texts, batch_size=batch_size, max_length=max_length):
-            output.write(json.dumps(prediction.__dict__, ensure_ascii=False) + "\n")
+        for prediction in classifier.classify(texts(), batch_size=batch_size):
+            record: dict[str, Any] = {"line": numbers[count], **_public(prediction)}
+            output.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
             bar.update()
+    return count
+
+
+def _public(prediction: Prediction) -> dict[str, Any]:
+    return {"text": prediction.text, "label": prediction.label, "score": prediction.score}
+
+
+def write_predictions_atomically(output: str | Path, input_path: str | Path, *, overwrite: bool, write: Any) -> int:
+    """Runs `write(handle)` into a temporary file beside `output` and renames it into place only on success.
+
+    Refuses an output that is the input (same file, also through a symlink or hard link). A failure leaves an
+    existing output untouched and no partial file behind.
+    """
+    output, input_path = Path(output), Path(input_path)
+    if output.exists():
+        if input_path.exists() and os.path.samefile(output, input_path):
+            raise ValueError(f"--output {output} is the input file; write the predictions to another file")
+        if not overwrite:
+            raise ValueError(f"--output {output} exists; pass --overwrite to replace it")
+        if output.is_dir():
+            raise ValueError(f"--output {output} is a directory; name a file")
+    elif not output.parent.is_dir():
+        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
+    target = output.resolve() if output.is_symlink() else output  # replace what a link points to, keep the link
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            count = write(handle)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
     return count
 
 
@@ -167,20 +425,26 @@ def evaluate_model(
     label_column: str | None = None,
     batch_size: int = 256,
     device: str | None = None,
+    backend: str | None = None,
+    threads: int | None = None,
+    classifier: Classifier | None = None,
 ) -> dict[str, float]:
-    """Metrics of a saved model on one split of any dataset reference, labels matched to the model's by name."""
+    """Metrics of a saved model on one split of any dataset reference, labels matched to the model's by name.
+
+    Only the asked split is read and checked.
+    """
+    from .data import load_evaluation_split
     from .metrics import build_compute_metrics  # evaluate is slow to import: only when evaluating
 
-    model, tokenizer = load_classifier(model_dir, device=device)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    raw = load_raw_datasets(
-        dataset, text_column=text_column, label_column=label_column, label_names=names, carve_validation=False
-    )
-    if split not in raw:
-        raise ValueError(f"{dataset!r} has no {split!r} split; available: {', '.join(raw)}")
-    texts, labels = raw[split]["text"], np.asarray(raw[split]["label"])
-    logits = predict_logits(model, tokenizer, list(texts), batch_size=batch_size)
-    compute = build_compute_metrics(model.config.problem_type or "single_label_classification")
+    check_positive(batch_size, "--batch-size")
+    if classifier is None:
+        classifier = load_backend(model_dir, backend=backend, threads=threads, device=device)
+    config = classifier.config
+    label2id = {config.id2label[i]: i for i in range(config.num_labels)}
+    data = load_evaluation_split(dataset, split, text_column=text_column, label_column=label_column, label2id=label2id)
+    texts, labels = data["text"], np.asarray(data["label"])
+    logits = classifier.predict_logits(list(texts), batch_size=batch_size)
+    compute = build_compute_metrics(config.problem_type or "single_label_classification")
     metrics = {f"{split}_{name}": value for name, value in compute((logits, labels)).items()}
     metrics[f"{split}_samples"] = len(labels)
     return metrics

@@ -13,11 +13,13 @@ the fast dense cuDNN / oneDNN kernels keep running. `benchmarks/padding_strategi
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_gru import GRUConfig
@@ -185,16 +187,21 @@ class GRUPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _no_split_modules = ["GRULayer"]
+    # The one place `auto_map` is written. It names every Auto class, not only the saved head's, so remote code can
+    # load any head from the directory (`register_for_auto_class` would write a second map, of one head).
     _auto_map = {
         "AutoConfig": "configuration_gru.GRUConfig",
         "AutoModel": "modeling_gru.GRUModel",
         "AutoModelForSequenceClassification": "modeling_gru.GRUForSequenceClassification",
     }
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Record every Auto class in `auto_map`, not only this one, so remote code can load any head from the dir."""
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """Also write `auto_map` and copy this file and `configuration_gru.py` beside the weights (remote code)."""
         self.config.auto_map = {**self._auto_map, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        if is_main_process and not self.is_remote_code():  # loaded as remote code: transformers copies the files
+            os.makedirs(save_directory, exist_ok=True)
+            custom_object_save(self, save_directory)
+        return super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """
@@ -327,8 +334,14 @@ class GRUModel(GRUPreTrainedModel):
         else:
             mask = attention_mask.to(device=inputs_embeds.device) != 0
 
+        zero_length = num_steps == 0
+        if zero_length:  # no time step at all: run one padding step (the GRU kernels refuse none); it pools to 0
+            inputs_embeds = inputs_embeds.new_zeros(batch_size, 1, inputs_embeds.shape[-1])
+            mask = mask.new_zeros(batch_size, 1)
+            num_steps = 1
+
         # Work on right-aligned rows; undo the move on the way out so outputs line up with the inputs.
-        align_index = _right_align(mask) if num_steps > 0 else None
+        align_index = _right_align(mask)
         if align_index is not None:
             mask = mask.gather(1, align_index)
             inputs_embeds = inputs_embeds.gather(1, align_index.unsqueeze(-1).expand_as(inputs_embeds))
@@ -351,6 +364,8 @@ class GRUModel(GRUPreTrainedModel):
         if align_index is not None:
             restore = torch.argsort(align_index, dim=1).unsqueeze(-1)
             all_hidden = [h.gather(1, restore.expand_as(h)) for h in all_hidden]
+        if zero_length:
+            all_hidden = [h[:, :0] for h in all_hidden]
         last_hidden_state = all_hidden[-1]
         hidden_states = tuple(all_hidden) if output_hidden_states else None
         if not return_dict:

@@ -1,0 +1,294 @@
+"""ONNX export of a saved classifier: one graph with dynamic batch and sequence axes and the model's exact padding.
+
+The graph reproduces `GRUForSequenceClassification` on any padding (left, right, holes, empty rows, zero-length
+batches): it moves each row's real tokens to the front with one `gather`, appends one padding column (so a batch of
+empty texts still has a time step and pools to the classifier's bias), runs the left-to-right ONNX `GRU` op on the
+right-aligned rows and the right-to-left one on each text reversed within its own length, then pools over real
+tokens only. The TorchScript exporter (`dynamo=False`) is used: the `torch.export` exporter unrolls `nn.GRU` over the
+example's time steps, which fixes the sequence length in the graph (see serve.md).
+
+The export folder follows `optimum`'s layout: `model.onnx`, `config.json` (+ `configuration_gru.py`, so AutoConfig
+can read the custom `model_type` with `trust_remote_code=True`) and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import nn
+
+from .modeling_gru import GRUForSequenceClassification
+from .run_directory import (
+    CONFIG_FILE,
+    ONNX_DIR,
+    ONNX_INT8_FILE,
+    ONNX_MODEL_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_EXTRA_FILES,
+    TOKENIZER_VOCAB_FILES,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+# GRU, TopK-based sorting and Range need opset 11; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 11, 20
+QUANTIZATIONS = ("int8",)
+INSTALL_HINT = "install the ONNX extra: pip install 'hf-gru[onnx]'"
+# Copied beside the graph when present, so AutoConfig / AutoTokenizer (and optimum) can read the folder.
+_CONFIG_FILES = (CONFIG_FILE, "configuration_gru.py")
+_TOKENIZER_FILES = (TOKENIZER_CONFIG_FILE, *TOKENIZER_VOCAB_FILES, *TOKENIZER_EXTRA_FILES)
+PARITY_TEXTS = (
+    "A gripping, beautifully acted film that never lets go.",
+    "Dull.",
+    "",
+    "The service was slow, the food cold and the bill wrong; we will not be back.",
+    "这本书写得非常好，强烈推荐！",
+    "物流很快",
+    "   ",
+    "What is the capital of Australia ?",
+)
+
+
+def import_onnxruntime() -> ModuleType:
+    """`onnxruntime`, or an ImportError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(f"onnxruntime is not installed; {INSTALL_HINT}") from error
+    return onnxruntime
+
+
+def _import_onnx() -> ModuleType:
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError(f"onnx is not installed; {INSTALL_HINT}") from error
+    return onnx
+
+
+class ExportableClassifier(nn.Module):
+    """`GRUForSequenceClassification`'s inference forward with no data-dependent Python branches, so one traced graph
+    serves every batch shape and padding. Reuses the model's own layers, pooler and classifier."""
+
+    def __init__(self, model: GRUForSequenceClassification):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        gru = self.model.gru
+        # One extra padding column: zero-length batches still have a time step (which pools to nothing).
+        pad = torch.zeros_like(input_ids.sum(dim=1, keepdim=True))
+        input_ids = torch.cat([input_ids, pad], dim=1)
+        mask = torch.cat([attention_mask.to(pad.dtype), pad], dim=1) != 0
+        num_steps = input_ids.shape[1]
+        steps = torch.arange(num_steps, device=input_ids.device).unsqueeze(0)
+        # Right-align: real tokens first, in order. The keys are unique, so the sort order is exact (no stability).
+        keys = (~mask).to(steps.dtype) * num_steps + steps
+        input_ids = input_ids.gather(1, torch.argsort(keys, dim=1))
+        lengths = mask.sum(dim=1)
+        mask = steps < lengths.unsqueeze(1)
+        hidden = gru.embeddings(input_ids)
+        keep = mask.unsqueeze(-1).to(hidden.dtype)
+        reverse_index = None
+        if gru.config.bidirectional:
+            column = lengths.unsqueeze(1)
+            reverse_index = torch.where(steps < column, column - 1 - steps, steps).unsqueeze(-1)
+        for layer in gru.layers:
+            index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
+            hidden = layer(hidden, index) * keep
+        return self.model.classifier(gru.pooler(hidden, mask, lengths))
+
+
+def exportable_model(model: GRUForSequenceClassification) -> ExportableClassifier:
+    """The wrapper on an fp32, eval-mode copy; a `reference` model is moved onto `nn.GRU` (same parameter names)."""
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    config.gru_implementation = "fused"
+    fused = GRUForSequenceClassification(config)
+    fused.load_state_dict(model.state_dict())
+    return ExportableClassifier(fused.float().eval()).eval()
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    files: list[str]
+    max_abs_diff: float  # fp32 graph against PyTorch on the parity texts
+    int8_max_abs_diff: float | None = None
+    int8_agreement: float | None = None  # share of parity texts with the same top label
+    parity_texts: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def check_opset(opset: int) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"--opset {opset} is not supported: the GRU export needs an ONNX opset in [{MIN_OPSET}, {MAX_OPSET}] "
+            f"(default {DEFAULT_OPSET})"
+        )
+    return opset
+
+
+def export_graph(model: GRUForSequenceClassification, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Writes `model` as an ONNX graph (inputs `input_ids`, `attention_mask` int64 `(batch, sequence)`; output
+    `logits` float32 `(batch, num_labels)`) and checks it with `onnx.checker`."""
+    onnx = _import_onnx()
+    check_opset(opset)
+    path = Path(path)
+    wrapper = exportable_model(model)
+    example = torch.ones(2, 3, dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, which cannot keep the GRU's time axis dynamic;
+        # its GRU batch-size warning concerns given initial states, which this graph never has.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example, example),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def quantize_int8(source: str | Path, target: str | Path) -> Path:
+    """ONNX Runtime dynamic quantization: int8 weights for the embeddings (`Gather`) and the classifier / attention
+    projections (`MatMul`/`Gemm`); ONNX Runtime has no integer GRU kernel, so the recurrence stays fp32."""
+    import_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs per-tensor notes and a pre-processing tip to the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(target)
+
+
+def onnx_session(path: str | Path, *, threads: int | None = None):
+    """A CPU `InferenceSession` with all graph optimisations; `threads`: intra-op threads (default: ORT's)."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Idle workers sleep instead of spinning: spinning threads steal the cores a busy host (or torch) needs, and cost
+    # more than they save on a model this small.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _parity_batches(tokenizer, texts: list[str], max_length: int) -> list[dict[str, np.ndarray]]:
+    """The parity texts padded on the right and on the left, and one row per text (no padding at all)."""
+    batches = []
+    for side in ("right", "left"):
+        tokenizer.padding_side, saved = side, tokenizer.padding_side
+        try:
+            encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        finally:
+            tokenizer.padding_side = saved
+        batches.append({k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
+    return batches
+
+
+def parity(
+    model: GRUForSequenceClassification, session, batches: list[dict[str, np.ndarray]]
+) -> tuple[float, float, np.ndarray]:
+    """(max abs logit difference, top-label agreement, reference logits) of an ONNX session against PyTorch."""
+    worst, agree, total, reference = 0.0, 0, 0, []
+    model = model.float().eval()
+    for batch in batches:
+        with torch.inference_mode():
+            expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+        got = session.run(["logits"], batch)[0]
+        worst = max(worst, float(np.abs(expected - got).max()) if expected.size else 0.0)
+        agree += int((expected.argmax(-1) == got.argmax(-1)).sum())
+        total += len(expected)
+        reference.append(expected)
+    return worst, agree / max(total, 1), np.concatenate(reference) if reference else np.zeros(0)
+
+
+def export_model(
+    model_dir: str | Path,
+    output_dir: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    opset: int | None = None,
+    texts: list[str] | None = None,
+    overwrite: bool = True,
+) -> ExportResult:
+    """Exports a saved model to `output_dir` (default `<model_dir>/onnx`), checks the graph and its parity with
+    PyTorch, and only then moves the files into place (a failed export leaves an existing folder untouched)."""
+    from .data import resolve_max_length
+    from .inference import load_classifier
+
+    opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"--quantize {quantize!r} is not supported; choose one of: {', '.join(QUANTIZATIONS)}")
+    import_onnxruntime()
+    _import_onnx()
+    model_dir = Path(model_dir)
+    output_dir = Path(output_dir) if output_dir is not None else model_dir / ONNX_DIR
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} exists and is not a directory")
+    model, tokenizer = load_classifier(model_dir, device="cpu")
+    if not isinstance(model, GRUForSequenceClassification):
+        raise ValueError(f"{model_dir} holds a {type(model).__name__}; only hf_gru GRU classifiers can be exported")
+    model = model.float().eval()
+    texts = list(texts) if texts else list(PARITY_TEXTS)
+    batches = _parity_batches(tokenizer, texts, resolve_max_length(tokenizer))
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export folder gets the usual permissions
+    try:
+        export_graph(model, staging / ONNX_MODEL_FILE, opset=opset)
+        worst, _, _ = parity(model, onnx_session(staging / ONNX_MODEL_FILE), batches)
+        if not worst <= 1e-4:
+            raise RuntimeError(f"the ONNX graph differs from PyTorch by {worst:.3g} (> 1e-4) on the parity texts")
+        result = ExportResult(output_dir, [ONNX_MODEL_FILE], worst, parity_texts=len(texts))
+        if quantize == "int8":
+            quantize_int8(staging / ONNX_MODEL_FILE, staging / ONNX_INT8_FILE)
+            result.int8_max_abs_diff, result.int8_agreement, _ = parity(
+                model, onnx_session(staging / ONNX_INT8_FILE), batches
+            )
+            result.files.append(ONNX_INT8_FILE)
+        for name in (*_CONFIG_FILES, *_TOKENIZER_FILES):
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, staging / name)
+                result.files.append(name)
+        if output_dir.exists():
+            if not overwrite:
+                raise ValueError(f"--output {output_dir} exists; pass --overwrite to replace it")
+            for name in (ONNX_MODEL_FILE, ONNX_INT8_FILE, *_CONFIG_FILES, *_TOKENIZER_FILES):
+                target = output_dir / name
+                if target.is_file() and name not in result.files:
+                    target.unlink()  # a stale int8 graph must not outlive a new fp32 export
+            for name in result.files:
+                (staging / name).replace(output_dir / name)
+        else:
+            staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s to %s (max abs logit difference %.2e)", model_dir, output_dir, result.max_abs_diff)
+    return result
