@@ -1,8 +1,8 @@
 """hf_gru: GRU text classifiers that are first-class `transformers` models.
 
-Importing the package registers the model family with the Auto classes, and marks the classes so that
-`save_pretrained` writes `auto_map` and copies `configuration_gru.py` / `modeling_gru.py` next to the weights:
-a saved model then loads with `trust_remote_code=True` where `hf_gru` is not installed.
+Importing the package registers the model family with the Auto classes. `save_pretrained` writes `auto_map` and
+copies `configuration_gru.py` / `modeling_gru.py` next to the weights (`GRUPreTrainedModel.save_pretrained`): a
+saved model then loads with `trust_remote_code=True` where `hf_gru` is not installed.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
@@ -15,9 +15,6 @@ __version__ = "0.1.0"
 AutoConfig.register(GRUConfig.model_type, GRUConfig, exist_ok=True)
 AutoModel.register(GRUConfig, GRUModel, exist_ok=True)
 AutoModelForSequenceClassification.register(GRUConfig, GRUForSequenceClassification, exist_ok=True)
-GRUConfig.register_for_auto_class("AutoConfig")
-GRUModel.register_for_auto_class("AutoModel")
-GRUForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
     "GRUConfig",

@@ -19,8 +19,20 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from .model_card import RESULTS_FILE, TRAINING_SUMMARY_FILE, build_model_card
-from .plots import CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE
+from .model_card import build_model_card
+from .run_directory import (
+    CARD_FILE,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    CONFUSION_MATRIX_FILE,
+    RESULTS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_EXTRA_FILES,
+    TOKENIZER_VOCAB_FILES,
+    TRAINING_CURVES_FILE,
+    TRAINING_SUMMARY_FILE,
+    WEIGHTS_FILE,
+)
 
 try:  # huggingface_hub's HTTP library: its connection errors are not OSErrors, so the CLI would show a traceback
     from httpx2 import TransportError as _TransportError
@@ -31,14 +43,10 @@ except ImportError:  # pragma: no cover - another huggingface_hub HTTP backend
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
 # Files a trained directory must hold (the remote-code files named in `auto_map` are required too).
-REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, "tokenizer_config.json", RESULTS_FILE, TRAINING_SUMMARY_FILE)
-# At least one of these carries the vocabulary; whichever exist are uploaded.
-TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model")
-OPTIONAL_FILES = ("special_tokens_map.json", "added_tokens.json", TRAINING_CURVES_FILE, CONFUSION_MATRIX_FILE)
+REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_CONFIG_FILE, RESULTS_FILE, TRAINING_SUMMARY_FILE)
+# At least one of TOKENIZER_VOCAB_FILES carries the vocabulary; whichever exist are uploaded.
+OPTIONAL_FILES = (*TOKENIZER_EXTRA_FILES, TRAINING_CURVES_FILE, CONFUSION_MATRIX_FILE)
 # Remote files a push owns: when the new upload lacks one, it is deleted in the same commit, so an earlier push's
 # weights, tokenizer or plot can never be loaded with this push's config. Anything else (notes, .gitattributes) stays.
 MANAGED_PATTERNS = (
@@ -88,7 +96,7 @@ def files_to_upload(model_dir: str | Path) -> list[str]:
         missing += [name for name in code_files if not (model_dir / name).is_file()]
     if missing:
         hint = ""
-        if WEIGHTS_FILE in missing and any(model_dir.glob("checkpoint-*")):
+        if WEIGHTS_FILE in missing and any(model_dir.glob(f"{CHECKPOINT_PREFIX}*")):
             hint = " (its checkpoint-* folders suggest an unfinished run: finish it with --resume_from_checkpoint)"
         raise ValueError(
             f"{model_dir} is not a trained hf_gru model{hint}: missing {', '.join(missing)}; "
@@ -114,7 +122,7 @@ def _remote_code_files(config_path: Path) -> list[str]:
         raise ValueError(
             f"{config_path} lacks auto_map entries for {', '.join(absent)}, so the model could not be loaded with "
             "trust_remote_code=True where hf_gru is not installed; save it again with hf_gru "
-            "(`import hf_gru` before `save_pretrained` writes auto_map and the code files)"
+            "(its `save_pretrained` writes auto_map and the code files)"
         )
     references = [ref for value in auto_map.values() for ref in ([value] if isinstance(value, str) else value) if ref]
     modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in references]  # "repo--module.Class" -> "module"

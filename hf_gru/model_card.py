@@ -1,4 +1,4 @@
-"""The model card `README.md`: Hub metadata plus a body rendered from the template in `model_cards/`.
+"""The model card `README.md`: Hub metadata plus a body rendered from the package's `templates/` folder.
 
 Everything the card says is read back from a trained model directory (`config.json`, `all_results.json`,
 `training_summary.json`, the weights), so the card written after training and the one re-rendered for a push with
@@ -10,17 +10,25 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from .plots import CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE
+from .run_directory import (
+    CARD_FILE,
+    CONFIG_FILE,
+    CONFUSION_MATRIX_FILE,
+    RESULTS_FILE,
+    TRAINING_CURVES_FILE,
+    TRAINING_SUMMARY_FILE,
+    WEIGHTS_FILE,
+)
 
-TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "gru_text_classification.md"
-TRAINING_SUMMARY_FILE = "training_summary.json"
-RESULTS_FILE = "all_results.json"
+# Package data, read through importlib.resources so it is found wherever (and however) hf_gru is installed.
+TEMPLATE = files(__package__).joinpath("templates", "gru_text_classification.md")
 CARD_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 CARD_SPLITS = (("train", "train"), ("eval", "validation"), ("test", "test"))
 
@@ -102,10 +110,10 @@ def _eval_results(results: dict, summary: TrainingSummary) -> list[EvalResult]:
 def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
     """Render the card for a trained model directory; `repo_id` fills the loading examples."""
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     results = json.loads((model_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     summary = TrainingSummary.load(model_dir)
-    parameters = count_parameters(model_dir / "model.safetensors")
+    parameters = count_parameters(model_dir / WEIGHTS_FILE)
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
     labels = sorted((int(i), name) for i, name in config["id2label"].items())
     metric_names = [m for m in CARD_METRICS if any(f"{p}_{m}" in results for p, _ in CARD_SPLITS)]
@@ -129,7 +137,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision
     language_names = {"en": "English", "zh": "Chinese"}
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATE_PATH),
+        template_str=TEMPLATE.read_text(encoding="utf-8"),
         model_name=model_name,
         repo_id=repo_id or str(model_dir.resolve()),
         revision_hint=revision or "<commit sha>",
@@ -177,8 +185,8 @@ def _format(value: Any) -> str:
 
 
 def write_model_card(model_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> Path:
-    """Render and save `README.md` into the model directory."""
+    """Render and save the card (`README.md`) into the model directory."""
     card = build_model_card(model_dir, repo_id=repo_id, revision=revision)
-    path = Path(model_dir) / "README.md"
+    path = Path(model_dir) / CARD_FILE
     card.save(path)
     return path

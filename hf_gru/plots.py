@@ -11,9 +11,6 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-TRAINING_CURVES_FILE = "training_curves.png"
-CONFUSION_MATRIX_FILE = "confusion_matrix.png"
-
 
 def plot_training_curves(log_history: Sequence[dict], path: str | Path, metric: str = "eval_accuracy") -> Path | None:
     """Training and validation loss against steps, and the validation `metric` beside them; None if nothing logged."""

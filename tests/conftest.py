@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible server)
+from fixtures.hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible server)
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

@@ -346,8 +346,8 @@ print(json.dumps({
 
 
 def test_hub_id_and_preset_load_through_a_real_hub(tmp_path: Path) -> None:
-    """`load_dataset` against a local Hub-compatible server (tests/hub_server.py), in a child pointed at it."""
-    hub_server = pytest.importorskip("hub_server", reason="tests/hub_server.py (the local Hub) is absent")
+    """`load_dataset` against the local Hub-compatible server (tests/fixtures/), in a child pointed at it."""
+    hub_server = pytest.importorskip("fixtures.hub_server", reason="tests/fixtures/hub_server.py is absent")
     features = datasets.Features(
         {
             "id": datasets.Value("int32"),

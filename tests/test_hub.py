@@ -9,27 +9,41 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
 import torch
 from conftest import TRAINED_MODEL_FILES, shared_dataset
-from hub_server import LocalHub
+from fixtures.hub_server import LocalHub
 from huggingface_hub import ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, pipeline
 
 from hf_gru import GRUForSequenceClassification
+from hf_gru.arguments import parse_training_arguments
 from hf_gru.cli import main as cli_main
 from hf_gru.hub import check_can_push, push_model
-from hf_gru.training import parse_training_arguments, push_trained_model, run_training
+from hf_gru.run_directory import (
+    CARD_FILE,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    CONFUSION_MATRIX_FILE,
+    RESULTS_FILE,
+    TENSORBOARD_DIR,
+    TOKENIZER_EXTRA_FILES,
+    TRAINER_STATE_FILE,
+    TRAINING_ARGS_FILE,
+    WEIGHTS_FILE,
+    push_trained_model,
+)
+from hf_gru.training import run_training
 
 TINY_TRAINING = [
     "--preset", "small",
@@ -56,7 +70,12 @@ TEXTS = [
 ]
 # What a push must put in the repository (besides the Hub's own .gitattributes); nothing else from the directory.
 PUSHED_FILES = TRAINED_MODEL_FILES
-NEVER_PUSHED = ("training_args.bin", "trainer_state.json", "checkpoint-5/optimizer.pt", "runs/events.out.tfevents")
+NEVER_PUSHED = (
+    TRAINING_ARGS_FILE,
+    TRAINER_STATE_FILE,
+    f"{CHECKPOINT_PREFIX}5/optimizer.pt",
+    f"{TENSORBOARD_DIR}/events.out.tfevents",
+)
 
 # Runs where hf_gru cannot be imported: only the repository's files (remote code) can make the loads work.
 LOAD_PROBE = textwrap.dedent(
@@ -116,8 +135,7 @@ def _push(hub: LocalHub, model_dir: Path, repo_id: str, **kwargs) -> str:
 
 
 def _expected_files(model_dir: Path) -> set[str]:
-    optional = {"special_tokens_map.json", "added_tokens.json"}  # written by some tokenizer versions only
-    return PUSHED_FILES | {name for name in optional if (model_dir / name).exists()}
+    return PUSHED_FILES | {name for name in TOKENIZER_EXTRA_FILES if (model_dir / name).exists()}
 
 
 def _commit_calls(hub: LocalHub, repo_id: str) -> int:
@@ -147,7 +165,7 @@ def _local_logits(model_dir: Path) -> torch.Tensor:
 
 
 def test_push_then_load_by_repo_id_without_hf_gru(local_hub: LocalHub, trained: Path) -> None:
-    local_card = (trained / "README.md").read_bytes()
+    local_card = (trained / CARD_FILE).read_bytes()
     sha = _push(local_hub, trained, "alice/trec-gru")
 
     api = local_hub.api()
@@ -155,7 +173,7 @@ def test_push_then_load_by_repo_id_without_hf_gru(local_hub: LocalHub, trained: 
     assert set(api.list_repo_files("alice/trec-gru")) == {".gitattributes", *_expected_files(trained)}
     assert len(api.list_repo_commits("alice/trec-gru")) == 2  # the Hub's initial commit, then the whole model
     assert _commit_calls(local_hub, "alice/trec-gru") == 1
-    assert (trained / "README.md").read_bytes() == local_card  # the card for the repo was rendered in memory
+    assert (trained / CARD_FILE).read_bytes() == local_card  # the card for the repo was rendered in memory
 
     loaded = _load_in_subprocess(local_hub, "alice/trec-gru", [None], pipeline=True)["None"]
     assert loaded["module"].startswith("transformers_modules"), loaded["module"]
@@ -172,11 +190,11 @@ def test_each_push_is_a_revision_loadable_by_commit_sha(local_hub: LocalHub, tra
     first = _push(local_hub, trained, "alice/versions")
     changed = tmp_path / "changed"
     shutil.copytree(trained, changed)
-    weights = load_file(changed / "model.safetensors")
+    weights = load_file(changed / WEIGHTS_FILE)
     generator = torch.Generator().manual_seed(0)
     weights = {name: t + 0.05 * torch.randn(t.shape, generator=generator) for name, t in weights.items()}
-    save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
-    (changed / "confusion_matrix.png").unlink()  # the second model has no confusion matrix: its old one must go
+    save_file(weights, changed / WEIGHTS_FILE, metadata={"format": "pt"})
+    (changed / CONFUSION_MATRIX_FILE).unlink()  # the second model has no confusion matrix: its old one must go
     api = local_hub.api()
     api.upload_file(path_or_fileobj=b"stale", path_in_repo="pytorch_model.bin", repo_id="alice/versions")
     api.upload_file(path_or_fileobj=b"mine", path_in_repo="NOTES.md", repo_id="alice/versions")
@@ -186,7 +204,7 @@ def test_each_push_is_a_revision_loadable_by_commit_sha(local_hub: LocalHub, tra
     assert first != second and second == local_hub.branch_head("alice/versions")
     assert api.list_repo_commits("alice/versions")[0].title == "perturbed weights"
     files = set(api.list_repo_files("alice/versions"))
-    assert "pytorch_model.bin" not in files and "confusion_matrix.png" not in files  # stale model files removed
+    assert "pytorch_model.bin" not in files and CONFUSION_MATRIX_FILE not in files  # stale model files removed
     assert "NOTES.md" in files  # files a push does not manage are left alone
     loaded = _load_in_subprocess(local_hub, "alice/versions", [first, second])
     first_logits, second_logits = _local_logits(trained), _local_logits(changed)
@@ -209,7 +227,7 @@ def test_revision_pushes_to_a_branch_and_leaves_main_alone(local_hub: LocalHub, 
     card = Path(
         hf_hub_download(
             "alice/branches",
-            "README.md",
+            CARD_FILE,
             revision="experiment",
             endpoint=local_hub.endpoint,
             token=False,
@@ -261,7 +279,7 @@ def test_private_repo_needs_the_right_token(local_hub: LocalHub, trained: Path, 
 
     def download(token: str | bool, cache: str) -> str:
         return hf_hub_download(
-            "alice/secret", "config.json", endpoint=local_hub.endpoint, token=token, cache_dir=tmp_path / cache
+            "alice/secret", CONFIG_FILE, endpoint=local_hub.endpoint, token=token, cache_dir=tmp_path / cache
         )
 
     with pytest.raises(RepositoryNotFoundError):
@@ -272,7 +290,7 @@ def test_private_repo_needs_the_right_token(local_hub: LocalHub, trained: Path, 
     with pytest.raises(RepositoryNotFoundError):
         download(local_hub.token_for("bob"), "bob")
     assert json.loads(Path(download(local_hub.token, "alice")).read_text()) == json.loads(
-        (trained / "config.json").read_text()
+        (trained / CONFIG_FILE).read_text()
     )
     snapshot = snapshot_download("alice/secret", endpoint=local_hub.endpoint, token=local_hub.token, cache_dir=tmp_path)
     torch.testing.assert_close(_local_logits(Path(snapshot)), _local_logits(trained), atol=0, rtol=0)
@@ -287,7 +305,7 @@ def test_private_repo_needs_the_right_token(local_hub: LocalHub, trained: Path, 
 def test_model_card_metadata_and_results_read_back(local_hub: LocalHub, trained: Path, tmp_path: Path) -> None:
     _push(local_hub, trained, "alice/card")
     path = hf_hub_download(
-        "alice/card", "README.md", endpoint=local_hub.endpoint, token=False, cache_dir=tmp_path / "cache"
+        "alice/card", CARD_FILE, endpoint=local_hub.endpoint, token=False, cache_dir=tmp_path / "cache"
     )
     card = ModelCard.load(path)
     data = card.data
@@ -296,7 +314,7 @@ def test_model_card_metadata_and_results_read_back(local_hub: LocalHub, trained:
     assert data.language == "en" and data.license == "apache-2.0"
     assert {"accuracy", "f1"} <= set(data.metrics)
     assert card.content.count("model-index") == 1 and data.model_name == "card"
-    results = json.loads((trained / "all_results.json").read_text())
+    results = json.loads((trained / RESULTS_FILE).read_text())
     read_back = {r.metric_name: r for r in data.eval_results}
     assert set(read_back) == {"accuracy", "f1 macro", "precision macro", "recall macro"}
     for name, result in read_back.items():
@@ -304,6 +322,10 @@ def test_model_card_metadata_and_results_read_back(local_hub: LocalHub, trained:
         assert result.metric_value == round(results[f"test_{name.replace(' ', '_')}"], 4)
     assert 'from_pretrained("alice/card", trust_remote_code=True' in card.text
     assert str(trained) not in card.text  # rendered for the repository, not the local directory
+    # Every link leads somewhere real: the Hub (dataset, base model) or a file pushed to this repository.
+    pushed = set(local_hub.api().list_repo_files("alice/card"))
+    links = re.findall(r"\]\(([^)\s]+)\)", card.text)
+    assert links and all(link.startswith("https://huggingface.co/") or link in pushed for link in links), links
 
     info = local_hub.api().model_info("alice/card")  # the Hub reads the same metadata
     assert info.pipeline_tag == "text-classification" and "custom_code" in info.tags
@@ -319,10 +341,10 @@ def test_push_of_a_directory_that_is_not_a_trained_model(
         expected = r"is not a trained hf_gru model: missing model\.safetensors, config\.json.*hf-gru train"
     else:
         shutil.copytree(trained, model_dir)
-        config = json.loads((model_dir / "config.json").read_text())
+        config = json.loads((model_dir / CONFIG_FILE).read_text())
         if broken == "partial":
-            (model_dir / "model.safetensors").unlink()
-            (model_dir / "all_results.json").unlink()
+            (model_dir / WEIGHTS_FILE).unlink()
+            (model_dir / RESULTS_FILE).unlink()
             expected = (
                 r"not a trained hf_gru model \(.*unfinished run.*\): missing model\.safetensors, all_results\.json;"
             )
@@ -332,7 +354,7 @@ def test_push_of_a_directory_that_is_not_a_trained_model(
         else:
             config["model_type"] = "bert"
             expected = "has model_type 'bert', not 'gru'"
-        (model_dir / "config.json").write_text(json.dumps(config))
+        (model_dir / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match=expected):
         push_model(model_dir, "alice/broken", token=local_hub.token, endpoint=local_hub.endpoint)
     assert local_hub.requests == []  # validation happens before the first request: no repo, no commit
@@ -397,7 +419,7 @@ def test_trainer_push_to_hub_gives_the_same_repository(
     assert len(api.list_repo_commits("alice/from-trainer")) == 2 and _commit_calls(local_hub, "alice/from-trainer") == 1
     card = Path(
         hf_hub_download(
-            "alice/from-trainer", "README.md", endpoint=local_hub.endpoint, token=local_hub.token, cache_dir=tmp_path
+            "alice/from-trainer", CARD_FILE, endpoint=local_hub.endpoint, token=local_hub.token, cache_dir=tmp_path
         )
     )
     assert 'model="alice/from-trainer"' in card.read_text(encoding="utf-8")
@@ -406,8 +428,7 @@ def test_trainer_push_to_hub_gives_the_same_repository(
 def test_a_failed_push_after_training_says_where_the_model_is(
     trained: Path, no_token: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    args = SimpleNamespace(hub_model_id="alice/late", hub_private_repo=None, hub_revision=None, hub_token=None)
     with caplog.at_level(logging.ERROR, logger="hf_gru"), pytest.raises(ValueError, match="needs a Hugging Face token"):
-        push_trained_model(trained, args)
+        push_trained_model(trained, "alice/late", private=False, revision=None, token=None)
     assert f"model is saved in {trained}" in caplog.text
     assert f"`hf-gru push --model {trained} --repo-id alice/late`" in caplog.text
