@@ -257,7 +257,7 @@ def test_bf16_on_cpu_trains_with_finite_loss_on_both_paths(tmp_path, one_thread)
     trainer = run_training(
         *parse_training_arguments([*common, "--output_dir", str(tmp_path / "trainer"), "--bf16", "true"])
     )
-    histories = {"loop": loop.log_history, "trainer": trainer.trainer.state.log_history}
+    histories = {"loop": loop.log_history, "trainer": trainer.log_history}
     for path, history in histories.items():
         losses = [e["loss"] for e in history if "loss" in e]
         assert len(losses) >= 4 and all(math.isfinite(x) for x in losses), path
