@@ -240,13 +240,13 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_student_from_scra
     from hf_gru.distillation import distill
     from hf_gru.training import run_training
 
-    data = _subset(shared_dataset("trec"), tmp_path / "trec", train=800, test=300)
+    data = _subset(shared_dataset("trec"), tmp_path / "trec", train=600, test=200)
     common = ["--dataset", str(data), "--preset", "small", "--max_length", "40", "--report_to", "none", "--seed", "1"]
     common += ["--early_stopping_patience", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
     student = distill(
         common
         + ["--output_dir", str(tmp_path / "student"), "--teacher_base", str(MINILM.get_model_path())]
-        + ["--teacher_epochs", "3", "--teacher_learning_rate", "1e-4", "--teacher_max_length", "40"]
+        + ["--teacher_epochs", "2", "--teacher_learning_rate", "1e-4", "--teacher_max_length", "40"]
         + ["--augment_copies", "3", "--num_train_epochs", "4", "--embedding_size", "128"]
     )
     steps = student.log_history[-1]["step"]

@@ -35,7 +35,6 @@ from .teacher import (
     label_texts,
     load_teacher,
     predict_logits,
-    read_teacher_results,
     teacher_fingerprint,
 )
 from .unlabeled import load_unlabeled_texts
@@ -215,6 +214,17 @@ def _evaluate_teacher(teacher, tokenizer, data, max_length: int, batch_size: int
     return metrics, logits
 
 
+def _in_dataset_order(trainer: GRUTrainer, dataset: Dataset, logits: np.ndarray) -> np.ndarray:
+    """`Trainer.predict` output back in dataset order: with group_by_length the eval sampler permutes it too."""
+    sampler = trainer._get_eval_sampler(dataset)
+    if sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler):
+        return logits
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    out = np.empty_like(logits)
+    out[order] = logits[: len(order)]
+    return out
+
+
 def _tokenize_transfer_set(labelled: Dataset, gold: list[int], tokenizer, max_length: int) -> Dataset:
     """Texts with teacher logits → the student's training columns (+ ``teacher_logits``; ``labels`` -100 when none)."""
     num_labels = len(labelled[0]["teacher_logits"])
@@ -347,12 +357,12 @@ def run_distillation(
     metrics["num_parameters"] = sum(p.numel() for p in trainer.model.parameters())
     metrics["transfer_set_size"] = len(texts)
     if predictions is not None and "test" in teacher_logits and data.has_test:
-        agreement = (predictions[1].argmax(-1) == teacher_logits["test"].argmax(-1)).mean()
+        student_logits = _in_dataset_order(trainer, data.tokenized["test"], predictions[1])
+        agreement = (student_logits.argmax(-1) == teacher_logits["test"].argmax(-1)).mean()
         metrics["test_teacher_agreement"] = float(agreement)
-    teacher_info = (
-        {"teacher": reference, **read_teacher_results(work / TEACHER_DIR)} if distill_args.teacher_base else {}
+    described = (
+        reference if distill_args.teacher else f"{reference}, fine-tuned on this training split ({TEACHER_DIR}/)"
     )
-    logger.info("teacher: %s", teacher_info.get("base_model", reference))
     return finish_run(
         run,
         model=trainer.model,
@@ -360,6 +370,7 @@ def run_distillation(
         log_history=trainer.state.log_history,
         predictions=predictions,
         is_main_process=trainer.is_world_process_zero(),
+        summary_fields={"teacher": described},
     )
 
 
