@@ -47,6 +47,7 @@ class TrainingSummary:
     max_length: int
     tokenizer: str
     base_model: str | None = None
+    teacher: str | None = None  # distillation: the transformers classifier the model learned from
     example_text: str = "This is great!"
     task: str = "text classification"
     confusion_split: str | None = None
@@ -104,6 +105,21 @@ def _eval_results(results: dict, summary: TrainingSummary) -> list[EvalResult]:
                 metric_args={"average": "macro"} if metric.endswith("_macro") else None,
             )
         )
+        teacher_value = results.get(f"teacher_{prefix}_{metric}")
+        if teacher_value is not None:  # distilled: the teacher's score on the same split, named as such
+            entries.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name="Text Classification",
+                    dataset_type=summary.dataset_hub_id or summary.dataset_name,
+                    dataset_name=summary.dataset_name,
+                    dataset_split=split,
+                    metric_type=metric.removesuffix("_macro") if metric != "accuracy" else "accuracy",
+                    metric_name=f"teacher {metric.replace('_', ' ')} ({summary.teacher})",
+                    metric_value=round(float(teacher_value), 4),
+                    metric_args={"average": "macro"} if metric.endswith("_macro") else None,
+                )
+            )
     return entries
 
 
@@ -121,6 +137,9 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision
     for prefix, split in CARD_SPLITS:
         if any(f"{prefix}_{m}" in results for m in metric_names):
             rows.append((split, [_format(results.get(f"{prefix}_{m}")) for m in metric_names]))
+    for prefix, split in CARD_SPLITS:  # distilled: the teacher's scores beside the student's
+        if any(f"teacher_{prefix}_{m}" in results for m in metric_names):
+            rows.append((f"{split} (teacher)", [_format(results.get(f"teacher_{prefix}_{m}")) for m in metric_names]))
 
     card_data = ModelCardData(
         model_name=model_name,
@@ -142,6 +161,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision
         repo_id=repo_id or str(model_dir.resolve()),
         revision_hint=revision or "<commit sha>",
         task_description=summary.task,
+        teacher=summary.teacher,
         architecture=_architecture(config),
         parameters=f"{parameters:,}",
         parameters_human=_human(parameters),
