@@ -85,28 +85,19 @@ def _architecture(config: dict) -> str:
 
 
 def _eval_results(results: dict, summary: TrainingSummary) -> list[EvalResult]:
-    """model-index entries: the test split's metrics, or validation's when there is no test split."""
+    """model-index entries: the test split's metrics, or validation's when there is no test split.
+
+    A distilled model's teacher scored the same split: its entries follow the student's, named as the teacher's.
+    """
     prefix, split = ("test", "test") if any(k.startswith("test_") for k in results) else ("eval", "validation")
     entries = []
     for metric in CARD_METRICS:
-        value = results.get(f"{prefix}_{metric}")
-        if value is None:
-            continue
-        entries.append(
-            EvalResult(
-                task_type="text-classification",
-                task_name="Text Classification",
-                dataset_type=summary.dataset_hub_id or summary.dataset_name,
-                dataset_name=summary.dataset_name,
-                dataset_split=split,
-                metric_type=metric.removesuffix("_macro") if metric != "accuracy" else "accuracy",
-                metric_name=metric.replace("_", " "),
-                metric_value=round(float(value), 4),
-                metric_args={"average": "macro"} if metric.endswith("_macro") else None,
-            )
-        )
-        teacher_value = results.get(f"teacher_{prefix}_{metric}")
-        if teacher_value is not None:  # distilled: the teacher's score on the same split, named as such
+        for key, name in (
+            (f"{prefix}_{metric}", metric.replace("_", " ")),
+            (f"teacher_{prefix}_{metric}", f"teacher {metric.replace('_', ' ')} ({summary.teacher})"),
+        ):
+            if results.get(key) is None:
+                continue
             entries.append(
                 EvalResult(
                     task_type="text-classification",
@@ -115,8 +106,8 @@ def _eval_results(results: dict, summary: TrainingSummary) -> list[EvalResult]:
                     dataset_name=summary.dataset_name,
                     dataset_split=split,
                     metric_type=metric.removesuffix("_macro") if metric != "accuracy" else "accuracy",
-                    metric_name=f"teacher {metric.replace('_', ' ')} ({summary.teacher})",
-                    metric_value=round(float(teacher_value), 4),
+                    metric_name=name,
+                    metric_value=round(float(results[key]), 4),
                     metric_args={"average": "macro"} if metric.endswith("_macro") else None,
                 )
             )
