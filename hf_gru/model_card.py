@@ -28,7 +28,7 @@ from .run_directory import (
 )
 
 # Package data, read through importlib.resources so it is found wherever (and however) hf_gru is installed.
-TEMPLATE = files(__package__).joinpath("templates", "gru_text_classification.md")
+TEMPLATE = files(__package__) / "templates" / "gru_text_classification.md"
 CARD_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 CARD_SPLITS = (("train", "train"), ("eval", "validation"), ("test", "test"))
 
