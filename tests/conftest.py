@@ -8,22 +8,24 @@ from pathlib import Path
 import pytest
 from fixtures.hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible server)
 
+from hf_gru import run_directory
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 # What a finished training run leaves in its output directory, all of which a Hub push uploads.
 TRAINED_MODEL_FILES = frozenset(
     {
-        "README.md",
-        "config.json",
-        "model.safetensors",
-        "configuration_gru.py",
+        run_directory.CARD_FILE,
+        run_directory.CONFIG_FILE,
+        run_directory.WEIGHTS_FILE,
+        "configuration_gru.py",  # the model's own code, saved beside it (remote code)
         "modeling_gru.py",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "all_results.json",
-        "training_summary.json",
-        "training_curves.png",
-        "confusion_matrix.png",
+        run_directory.TOKENIZER_VOCAB_FILES[0],  # tokenizer.json
+        run_directory.TOKENIZER_CONFIG_FILE,
+        run_directory.RESULTS_FILE,
+        run_directory.TRAINING_SUMMARY_FILE,
+        run_directory.TRAINING_CURVES_FILE,
+        run_directory.CONFUSION_MATRIX_FILE,
     }
 )
 
