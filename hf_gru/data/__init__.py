@@ -7,17 +7,20 @@ label order. Loading goes through ``datasets`` loaders so that Arrow caching wor
 Modules, in the order a text travels through them: ``presets`` (split names, known Hub datasets), ``sources`` (what
 a reference means, its splits as stored), ``readers`` (data files and class folders on disk), ``labels`` (columns →
 ``text`` + label, the label set), ``splits`` (labelled train/validation/test, ``prepare_data``), ``tokenize``
-(token ids, padding), ``streaming`` (the same for corpora larger than memory).
+(token ids, padding), ``streaming`` (the same for corpora larger than memory); ``records`` reads the texts to
+classify (``hf-gru predict``) a record at a time.
 """
 
 from .labels import LABEL_COLUMN_CANDIDATES, TEXT_COLUMN_CANDIDATES
 from .presets import DATASET_PRESETS, DatasetPreset
 from .readers import DataFileError
-from .splits import PreparedData, load_raw_datasets, prepare_data
+from .records import iter_input_records
+from .splits import PreparedData, load_evaluation_split, load_raw_datasets, prepare_data
 from .streaming import load_streaming_dataset, prepare_streaming_data
 from .tokenize import (
     MAX_LENGTH_CAP,
     build_data_collator,
+    clip_text,
     resolve_max_length,
     tokenize_datasets,
     tokenize_streaming,
@@ -33,6 +36,9 @@ __all__ = [
     "PreparedData",
     "TEXT_COLUMN_CANDIDATES",
     "build_data_collator",
+    "clip_text",
+    "iter_input_records",
+    "load_evaluation_split",
     "load_raw_datasets",
     "load_streaming_dataset",
     "prepare_data",

@@ -64,10 +64,42 @@ def _label_dirs(folder: Path) -> list[Path]:
 def _load_data_files(files: Sequence[Path], streaming: bool) -> Dataset | IterableDataset:
     """One split through ``datasets``' csv/json/parquet builders (cached; compression handled by ``datasets``)."""
     builder, kwargs = _file_format(files[0])  # type: ignore[misc]
+    _require_rows(files, builder)
     try:
         return load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming, **kwargs)
     except Exception as error:  # the loader's failure is the cue to look for the offending line, not before
         raise _locate_failure(files, error) from error
+
+
+def _require_rows(files: Sequence[Path], builder: str) -> None:
+    """Say which file is empty or holds no rows, instead of the loader's ``StopIteration`` / "no data" errors.
+
+    A few bytes per file are read (a parquet file's footer); a split some of whose files are empty is still loaded.
+    """
+    problems = [(path, _no_rows(path, builder)) for path in files]
+    if all(problem for _, problem in problems):
+        raise DataFileError(", ".join(str(p) for p, _ in problems), None, str(problems[0][1]))
+
+
+def _no_rows(path: Path, builder: str) -> str | None:
+    """Why ``path`` holds no rows ("the file is empty", "... no rows"), or None when it has (or may have) some."""
+    if builder == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return None if pq.ParquetFile(path).metadata.num_rows else "the file has no rows"
+        except Exception:  # not parquet at all: the loader's error, located later, says so
+            return None
+    with _open_binary(path) as fh:
+        lines = (line for line in fh if line.strip() not in (b"", b"\xef\xbb\xbf"))
+        first, second = next(lines, None), next(lines, None)
+    if first is None:
+        return "the file is empty"
+    if builder == "csv" and second is None:
+        return "the file has a header line but no rows"
+    if builder == "json" and second is None and first.strip().lstrip(b"\xef\xbb\xbf") in (b"[]", b"{}"):
+        return "the file has no rows"
+    return None
 
 
 def _locate_failure(files: Sequence[Path], error: Exception) -> DataFileError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _SPLIT_FILE = re.compile(r"^(?P<split>" + "|".join(SPLIT_ALIASES) + r")(?:[-_.].*)?$", re.IGNORECASE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")  # .csv, .jsonl, .gz, .txt, .parquet, .zip ...
 
 
 @dataclass(frozen=True)
@@ -36,27 +36,50 @@ class _Reference:
     preset: DatasetPreset | None = None
 
 
-def _resolve(reference: str) -> _Reference:
-    """Classify a reference: ``demo``, a local path, a preset name, or a Hub id, in that order."""
+def _resolve(reference: str, *, require_train: bool = True) -> _Reference:
+    """Classify a reference: ``demo``, a local path, a preset name, or a Hub id, in that order.
+
+    A reference that looks like a path (``./x``, ``data/missing``, ``x.csv``) and does not exist is reported as a
+    missing path: it is never sent to the Hub as a dataset id.
+    """
     if reference == DEMO_REFERENCE:
         return _Reference(reference, "demo")
     path = Path(reference).expanduser()
     if path.exists():
-        return _resolve_path(reference, path)
+        return _resolve_path(reference, path, require_train)
     if reference in DATASET_PRESETS:
         preset = DATASET_PRESETS[reference]
         return _Reference(reference, "hub", hub_id=preset.hub_id, preset=preset)
-    if _HUB_ID.match(reference) and _file_format(path) is None:
+    why = _path_like(reference, path)
+    if why:
+        raise FileNotFoundError(
+            f"dataset path {reference!r} does not exist (looked in {Path.cwd()}); {why}, so it is not tried as a "
+            "Hub dataset id"
+        )
+    if _HUB_ID.match(reference):
         return _Reference(reference, "hub", hub_id=reference)
-    if "/" in reference or os.sep in reference or _file_format(path) is not None:
-        raise FileNotFoundError(f"dataset path {reference!r} does not exist")
     raise ValueError(
         f"unknown dataset preset {reference!r}; known presets: {', '.join(sorted(DATASET_PRESETS))}, "
-        f"{DEMO_REFERENCE}; or pass a local path or a Hub id 'namespace/name'"
+        f"{DEMO_REFERENCE}; no file or folder of that name exists either: pass a local path or a Hub id "
+        "'namespace/name'"
     )
 
 
-def _resolve_path(reference: str, path: Path) -> _Reference:
+def _path_like(reference: str, path: Path) -> str | None:
+    """Why a missing ``reference`` must be a path and not a Hub id ``namespace/name`` (None when it may be one)."""
+    if reference.startswith(("./", "../", ".\\", "..\\", "~")) or path.is_absolute():
+        return "it is written as a path"
+    if _FILE_EXTENSION.search(path.name):
+        return f"it has a file extension ({path.suffix})"
+    parts = reference.replace("\\", "/").split("/")
+    if len(parts) > 2 or (len(parts) == 2 and "" in parts):
+        return "a Hub id has exactly one '/'"
+    if len(parts) == 2 and Path(parts[0]).is_dir():
+        return f"{parts[0]}/ is a local folder"
+    return None
+
+
+def _resolve_path(reference: str, path: Path, require_train: bool = True) -> _Reference:
     if path.is_file():
         if _file_format(path) is None:
             raise ValueError(f"unsupported data file {path}: expected {_FORMATS_HELP}")
@@ -66,10 +89,10 @@ def _resolve_path(reference: str, path: Path) -> _Reference:
         raise ValueError(f"dataset directory {path} is empty: expected {_LAYOUT_HELP}")
     files = _find_split_files(path)
     if files:
-        return _Reference(reference, "files", files=_require_train(files, path))
+        return _Reference(reference, "files", files=_require_train(files, path) if require_train else files)
     folders = _find_class_folders(path)
     if folders:
-        return _Reference(reference, "folders", folders=_require_train(folders, path))
+        return _Reference(reference, "folders", folders=_require_train(folders, path) if require_train else folders)
     shown = ", ".join(e.name + ("/" if e.is_dir() else "") for e in entries[:10]) + (
         ", ..." if len(entries) > 10 else ""
     )

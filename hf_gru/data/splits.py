@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +13,18 @@ from transformers import PreTrainedTokenizerBase
 
 from hf_gru.tokenization import load_tokenizer, train_tokenizer
 
-from .labels import _encode_labels, _label_names_of, _stratified_split, _to_text_label
-from .presets import SPLITS
+from .labels import (
+    _encode_labels,
+    _label_names_of,
+    _names_of,
+    _require_two_labels,
+    _stratified_split,
+    _to_text_label,
+)
+from .presets import SPLIT_ALIASES, SPLITS
 from .readers import _locate_failure
 from .sources import _open_splits, _Reference, _resolve
-from .tokenize import tokenize_datasets
+from .tokenize import _training_text, tokenize_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ def load_raw_datasets(
     train, source_names = cleaned["train"]
     if not len(train):
         raise ValueError(f"the training split of {reference!r} has no usable rows (non-empty text and a label)")
+    if label_names is None:
+        _require_two_labels(train.unique("label"))
     names = tuple(label_names) if label_names is not None else _label_names_of(train, source_names)
     owner = "the model" if label_names is not None else "the training split"
     splits = {}
@@ -62,6 +71,32 @@ def load_raw_datasets(
     if "test" not in splits:
         logger.warning("%r has no test split: final evaluation will have to use the validation split", reference)
     return DatasetDict({s: splits[s] for s in SPLITS if s in splits})
+
+
+def load_evaluation_split(
+    reference: str | os.PathLike[str],
+    split: str,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label2id: Mapping[str, int],
+) -> Dataset:
+    """One split of any reference as ``text`` + ``label`` ids of a trained model's label set, to evaluate it on.
+
+    Only this split is read and checked (``split`` may be an alias: ``dev``, ``valid``...): a folder holding just
+    ``test.jsonl`` works, and a broken or differently labelled training file does not matter. Labels are matched to
+    ``label2id`` by name; a label the model does not know is an error naming it.
+    """
+    names = _names_of(label2id)
+    canonical = SPLIT_ALIASES.get(split.lower())
+    if canonical is None:
+        raise ValueError(f"unknown split {split!r}: choose {', '.join(SPLITS)} (or dev, valid, val)")
+    ref = _resolve(str(reference), require_train=False)
+    (source,) = _open_splits(ref, only=canonical).values()
+    cleaned, _ = _clean_split(source, canonical, ref, text_column, label_column)
+    if not len(cleaned):
+        raise ValueError(f"the {canonical} split of {reference!r} has no usable rows (non-empty text and a label)")
+    return _encode_labels(cleaned, names, canonical, owner="the model")
 
 
 def _clean_split(
@@ -157,6 +192,7 @@ def _resolve_tokenizer(
 
 
 def _iter_texts(ds: Dataset, batch_size: int = 1000) -> Iterator[str]:
-    """Texts streamed from Arrow a batch at a time, so tokenizer training never holds them all in a list."""
+    """Texts streamed from Arrow a batch at a time, each cut to what a tokenizer is trained on (see
+    :func:`~hf_gru.data.tokenize._training_text`)."""
     for batch in ds.iter(batch_size=batch_size):
-        yield from batch["text"]
+        yield from map(_training_text, batch["text"])

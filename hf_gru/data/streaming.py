@@ -25,7 +25,7 @@ from .labels import (
 from .presets import SPLITS
 from .sources import _open_splits, _resolve
 from .splits import PreparedData
-from .tokenize import resolve_max_length, tokenize_datasets, tokenize_streaming
+from .tokenize import _training_text, resolve_max_length, tokenize_datasets, tokenize_streaming
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def prepare_streaming_data(
     if _has_split(reference, "test"):
         raw["test"] = load("test")
 
-    tokenizer = build_tokenizer(list(raw["train"]["text"]))
+    tokenizer = build_tokenizer([_training_text(text) for text in raw["train"]["text"]])
     tokenizer.model_max_length = resolve_max_length(tokenizer, max_length)
     evaluation = DatasetDict({split: raw[split] for split in SPLITS[1:] if split in raw})
     data = PreparedData(

@@ -11,6 +11,9 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 _TOKENIZE_VERSION = "hf_gru.tokenize/1"  # bump when _Tokenize changes, to invalidate caches
 MAX_LENGTH_CAP = 512  # used when a tokenizer reports no real limit (transformers' VERY_LARGE_INTEGER)
+CLIP_CHARS_PER_TOKEN = 32  # texts longer than this many characters per kept token are clipped (see clip_text)
+CLIP_MAX_GROWTH = 32  # ... and the clipping window grows at most this many times (a "word" longer is cut)
+TOKENIZER_TRAINING_CHARS = 100_000  # a vocabulary is learnt from at most this many characters of each text
 
 
 def resolve_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> int:
@@ -21,6 +24,44 @@ def resolve_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int | Non
         return max_length
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit <= 100_000 else MAX_LENGTH_CAP
+
+
+def clip_text(text: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+    """``text``, or a prefix of it that tokenizes to the very same first ``max_length`` tokens.
+
+    Truncation happens after tokenizing, so a 10 MB line used to be tokenized whole (millions of tokens, over a GB
+    of RAM) to keep 512. A text longer than ``CLIP_CHARS_PER_TOKEN * max_length`` characters is cut to that window
+    when the window's first ``max_length`` tokens all lie in words (the tokenizer's pre-tokens) that end before the
+    window's last word: those words, hence their tokens, are the same in the whole text. Otherwise the window grows
+    fourfold and is checked again (a window of few tokens, e.g. mostly spaces, is cheap to tokenize). The one cut
+    made without that check: a single word that already gives ``max_length`` tokens and runs past
+    ``CLIP_MAX_GROWTH`` times the first window. Slow tokenizers (no word ids) are never clipped.
+    """
+    window = CLIP_CHARS_PER_TOKEN * max_length
+    if len(text) <= window or not getattr(tokenizer, "is_fast", False):
+        return text
+    limit = window * CLIP_MAX_GROWTH
+    while window < len(text):
+        prefix = text[:window]
+        words = tokenizer(prefix, add_special_tokens=False, truncation=False, verbose=False).word_ids()
+        if len(words) > max_length and None not in (words[max_length - 1], words[-1]):
+            if words[max_length - 1] < words[-1] or window >= limit:
+                return prefix
+        window *= 4
+    return text
+
+
+def _training_text(text: str) -> str:
+    """At most the first ``TOKENIZER_TRAINING_CHARS`` characters of ``text``, cut at a space, to train a tokenizer on.
+
+    The model reads at most ``max_length`` tokens, a few thousand characters; words further on only cost memory
+    (a 10 MB line took ~0.8 GB to learn a vocabulary from) and cannot help the vocabulary serve those tokens.
+    """
+    if len(text) <= TOKENIZER_TRAINING_CHARS:
+        return text
+    prefix = text[:TOKENIZER_TRAINING_CHARS]
+    space = max(prefix.rfind(" "), prefix.rfind("\n"), prefix.rfind("\t"))
+    return prefix[:space] if space > TOKENIZER_TRAINING_CHARS // 2 else prefix
 
 
 class _Tokenize:
@@ -35,7 +76,7 @@ class _Tokenize:
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         encoded = self.tokenizer(
-            batch["text"],
+            [clip_text(text, self.tokenizer, self.max_length) for text in batch["text"]],
             truncation=True,
             max_length=self.max_length,
             return_attention_mask=True,
