@@ -78,8 +78,10 @@ def test_predict_writes_json_lines_for_plain_text_and_jsonl(chinese_model, tmp_p
         output = tmp_path / f"{source.stem}.out.jsonl"
         assert main(["predict", "--model", str(chinese_model), "--input", str(source), "--output", str(output)]) == 0
         rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-        assert [r["text"] for r in rows] == [t for t in texts if t.strip()]  # blank lines skipped, order kept
-        assert all(r["label"] in labels and 0.0 <= r["score"] <= 1.0 for r in rows)
+        assert [r["line"] for r in rows] == [1, 2, 3, 4]  # one record per input line, in order
+        assert [r["text"] for r in rows if r["label"] is not None] == [t for t in texts if t.strip()]
+        assert rows[2]["label"] is None and rows[2]["score"] is None  # the blank line
+        assert all(r["label"] in labels and 0.0 <= r["score"] <= 1.0 for r in rows if r["label"] is not None)
     # an existing output is not overwritten without --overwrite
     assert main(["predict", "--model", str(chinese_model), "--input", str(plain), "--output", str(output)]) == 2
 
