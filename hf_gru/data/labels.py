@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,22 +166,22 @@ def _to_text_label(
     return ds.map(fn, batched=True, remove_columns=columns, features=_TEXT_LABEL_FEATURES), source_names
 
 
-def _label_names_of(train: Dataset, source_names: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The label set, fixed by the training split: a source ClassLabel's names, else numeric or sorted order."""
-    if source_names is not None:
-        return source_names
-    names = train.unique("label")
-    try:
-        return tuple(sorted(names, key=float))
-    except ValueError:
-        return tuple(sorted(names))
+def _label_set(
+    train: Dataset, source_names: tuple[str, ...] | None, where: str = "the training split"
+) -> tuple[str, ...]:
+    """The label set, fixed by the training split: a source ClassLabel's names, else numeric or sorted order.
 
-
-def _require_two_labels(labels: Iterable[str], where: str = "the training split") -> None:
-    """A classifier cannot learn from one class; say so before anything is trained or written."""
-    present = sorted(set(labels))
+    A split with a single label is refused before anything is trained or written: a classifier needs two.
+    """
+    present = sorted(train.unique("label"))
     if len(present) == 1:
         raise ValueError(f"{where} has one label ({present[0]}); a classifier needs at least two")
+    if source_names is not None:
+        return source_names
+    try:
+        return tuple(sorted(present, key=float))
+    except ValueError:
+        return tuple(present)
 
 
 def _names_of(label2id: Mapping[str, int]) -> tuple[str, ...]:

@@ -15,9 +15,8 @@ from hf_gru.tokenization import load_tokenizer, train_tokenizer
 
 from .labels import (
     _encode_labels,
-    _label_names_of,
+    _label_set,
     _names_of,
-    _require_two_labels,
     _stratified_split,
     _to_text_label,
 )
@@ -56,9 +55,7 @@ def load_raw_datasets(
     train, source_names = cleaned["train"]
     if not len(train):
         raise ValueError(f"the training split of {reference!r} has no usable rows (non-empty text and a label)")
-    if label_names is None:
-        _require_two_labels(train.unique("label"))
-    names = tuple(label_names) if label_names is not None else _label_names_of(train, source_names)
+    names = tuple(label_names) if label_names is not None else _label_set(train, source_names)
     owner = "the model" if label_names is not None else "the training split"
     splits = {}
     for split, (ds, _) in cleaned.items():

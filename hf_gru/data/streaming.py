@@ -16,9 +16,8 @@ from transformers import PreTrainedTokenizerBase
 from .labels import (
     _encode_stream,
     _label_features,
-    _label_names_of,
+    _label_set,
     _names_of,
-    _require_two_labels,
     _stratified_split,
     _to_text_label,
 )
@@ -132,9 +131,10 @@ def prepare_streaming_data(
         unseen = sorted(head_labels - set(names))
         if unseen:
             raise ValueError(f"--label_set {label_set!r} lacks labels found in the data: {', '.join(unseen)}")
+    elif source_names is not None and len(source_names) > 1:
+        names = source_names  # the source's ClassLabel, known without reading: a one-label head only warns below
     else:
-        _require_two_labels(head_labels, f"the training split ({len(head_list)} rows read up front)")
-        names = _label_names_of(head, source_names)
+        names = _label_set(head, source_names, f"the training split ({len(head_list)} rows read up front)")
         logger.info("streaming: label set %s, read from %d rows up front", ", ".join(names), len(head_list))
     if len(names) < 2:
         raise ValueError(f"--label_set {label_set!r} has one label; a classifier needs at least two")
