@@ -246,7 +246,8 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_student_from_scra
     student = distill(
         common
         + ["--output_dir", str(tmp_path / "student"), "--teacher_base", str(MINILM.get_model_path())]
-        + ["--teacher_epochs", "2", "--teacher_learning_rate", "1e-4", "--teacher_max_length", "40"]
+        + ["--teacher_epochs", "3", "--teacher_learning_rate", "1e-4", "--teacher_batch_size", "16"]
+        + ["--teacher_max_length", "40"]
         + ["--augment_copies", "3", "--num_train_epochs", "4", "--embedding_size", "128"]
     )
     steps = student.log_history[-1]["step"]

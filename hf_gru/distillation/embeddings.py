@@ -28,13 +28,18 @@ METHODS = ("pca", "learned")
 def load_input_embeddings(source: str) -> torch.Tensor:
     """The input-embedding matrix (vocab, width) of any transformers model, loaded once on CPU."""
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # a classifier's head is "unexpected" here: expected, not news
     try:
         model = AutoModel.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"--init_embeddings {source}: not a transformers model this machine can load ({error})"
         ) from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     embeddings = model.get_input_embeddings()
     if embeddings is None or not hasattr(embeddings, "weight"):
         raise ValueError(f"--init_embeddings {source}: the model has no input-embedding matrix to start from")

@@ -28,6 +28,7 @@ from ..run import RunOutcome, finish_run, prepare_training_data, start_run
 from ..run_directory import RESULTS_FILE, TEACHER_DIR, TEACHER_LOGITS_DIR, list_checkpoints, staging_dir
 from ..training import GRUTrainer, build_trainer, train_and_evaluate
 from .augment import AugmentationSettings, augment_texts, mask_token_of
+from .embeddings import METHODS, initialize_embeddings
 from .teacher import (
     TeacherSettings,
     check_teacher_labels,
@@ -90,6 +91,8 @@ class DistillationArguments:
             )
         if self.distillation_loss not in LOSSES:
             raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.embedding_init not in METHODS:
+            raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
         AugmentationSettings(
@@ -306,6 +309,8 @@ def run_distillation(
         resume_in=resume_in,
     )
     work, data = run.directory.work, run.data
+    if distill_args.embedding_init != "pca" and model_args.init_embeddings and not model_args.model_name_or_path:
+        initialize_embeddings(run.model, model_args.init_embeddings, distill_args.embedding_init)  # start_run: PCA
 
     teacher, tokenizer = given, given_tokenizer
     with training_args.main_process_first(desc="teacher fine-tuning and labelling"):
