@@ -13,7 +13,9 @@ import logging
 import os
 import pickle
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -125,6 +127,7 @@ class Classifier(ABC):
     name: str
     config: PretrainedConfig
     tokenizer: PreTrainedTokenizerBase
+    concurrent_batches: int = 1  # batches `predict_logits` runs at once (their model calls release the GIL)
 
     def __init__(self, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None):
         self.config, self.tokenizer = config, tokenizer
@@ -150,9 +153,21 @@ class Classifier(ABC):
         check_positive(batch_size, "--batch-size")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         logits = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            logits[index] = self.logits([texts[i] for i in index])
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if self.concurrent_batches <= 1 or len(batches) <= 1:
+            for index in batches:
+                logits[index] = self.logits([texts[i] for i in index])
+            return logits
+        # Tokenize here (tokenizers are not safe to share across threads), run up to N batches at once in workers.
+        with ThreadPoolExecutor(self.concurrent_batches) as pool:
+            running: deque[tuple[list[int], Future[np.ndarray]]] = deque()
+            for index in batches:
+                if len(running) >= self.concurrent_batches:
+                    done, future = running.popleft()
+                    logits[done] = future.result()
+                running.append((index, pool.submit(self.forward, *self.encode([texts[i] for i in index]))))
+            for done, future in running:
+                logits[done] = future.result()
         return logits
 
     def classify(
@@ -197,7 +212,12 @@ class TorchClassifier(Classifier):
 
 
 class OnnxClassifier(Classifier):
-    """ONNX Runtime backend (CPU) on a graph written by `hf-gru export`."""
+    """ONNX Runtime backend (CPU) on a graph written by `hf-gru export`.
+
+    `threads=N` runs N batches at once, each on one intra-op thread: a GRU's per-step matrix products are too small
+    to split across threads (an intra-op pool synchronises at every time step, which a busy host punishes), while
+    whole batches in parallel need no synchronisation. A single `logits` call always uses one thread.
+    """
 
     name = "onnx"
 
@@ -214,7 +234,8 @@ class OnnxClassifier(Classifier):
 
         super().__init__(config, tokenizer, max_length)
         self.path = Path(path)
-        self.session = onnx_session(self.path, threads=threads)
+        self.session = onnx_session(self.path, threads=1)
+        self.concurrent_batches = threads or 1
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -141,6 +141,8 @@ def test_export_cli_int8_accuracy_and_onnx_backend(trec_model, capsys):
     assert resolve_backend(directory) == "onnx" and resolve_backend(directory, device="cuda") == "torch"
     assert load_backend(folder, threads=1).name == "onnx"
     texts = [r["text"] for r in test[:50]] + ["", "   "]
+    serial = load_backend(folder, threads=1).predict_logits(texts, batch_size=8)
+    assert np.array_equal(load_backend(folder, threads=2).predict_logits(texts, batch_size=8), serial)  # 2 at once
     assert np.abs(load_backend(folder).predict_logits(texts) - load_backend(directory, backend="torch",
                   device="cpu").predict_logits(texts)).max() <= 1e-4  # fmt: skip
 
