@@ -1,11 +1,16 @@
-"""Accuracy of hf_gru against TF-IDF + logistic regression and a fine-tuned MiniLM-L6, on the same splits, in one run.
+"""Accuracy of hf_gru against fastText, Model2Vec, TF-IDF + LR and a fine-tuned MiniLM-L6, on the same splits.
 
     python benchmarks/accuracy.py --datasets trec sst2
     python benchmarks/accuracy.py --datasets imdb --seeds 1 --gru-max-train-samples 10000
+    python benchmarks/accuracy.py --systems fasttext model2vec tfidf_lr          # the fast peers only (peers.py)
+    python benchmarks/accuracy.py --systems hf_gru_minilm_embeddings --seeds 3   # hf-gru train --init_embeddings
+    python benchmarks/accuracy.py --markdown-only                                # rebuild BENCHMARKS.md's sections
 
 Each dataset's results go to `benchmarks/results/accuracy_<dataset>.json`; the accuracy sections of BENCHMARKS.md are
-then rebuilt from every such file, so a run over a subset keeps the other datasets' rows. Everything is trained through
-the library (`hf_gru.training`, `hf_gru.data`): the same code as `hf-gru train`.
+then rebuilt from every such file (and the distilled student and its teacher from `distillation_<dataset>.json`,
+written by `hf-gru distill` runs), so a run over a subset keeps the other rows. hf_gru is trained through the library
+(`library.train_hf_gru`): the same code as `hf-gru train`. Model2Vec runs only on the English sets (it is distilled
+from an English model).
 """
 
 from __future__ import annotations

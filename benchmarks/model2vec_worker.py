@@ -39,8 +39,11 @@ class Worker:
             cached = False
         return {"cached": cached, "seconds": round(time.perf_counter() - started, 1), "dims": int(self.static.dim)}
 
-    def fit(self, train: list[list[Any]], validation: list[list[Any]], seed: int) -> dict[str, Any]:
-        """Its classifier (`StaticModelForClassification`, defaults), early-stopped on our validation split."""
+    def fit(
+        self, train: list[list[Any]], validation: list[list[Any]], seed: int, max_epochs: int = -1
+    ) -> dict[str, Any]:
+        """Its classifier (`StaticModelForClassification`, defaults), early-stopped on our validation split
+        (`max_epochs` -1: until early stopping, the library's default; a quick run caps it)."""
         import torch
         from model2vec.train import StaticModelForClassification
 
@@ -49,7 +52,7 @@ class Worker:
         texts, labels = train
         classifier.fit(
             texts, [str(label) for label in labels], X_val=validation[0], y_val=[str(y) for y in validation[1]],
-            random_seed=seed, device="cpu",
+            random_seed=seed, device="cpu", max_epochs=max_epochs,
         )  # fmt: skip
         self.parameters = sum(p.numel() for p in classifier.parameters())
         self.pipeline = classifier.to_pipeline()  # the numpy inference route Model2Vec documents for deployment

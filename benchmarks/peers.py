@@ -232,7 +232,7 @@ class Model2VecPeer(Peer):
 
     def __init__(self) -> None:
         python = ensure_peers_venv()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
         self.process = subprocess.Popen(
             [str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             encoding="utf-8",
@@ -255,7 +255,8 @@ class Model2VecPeer(Peer):
     def fit(self, train: Split, validation: Split, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         rows = {"train": train, "validation": validation}
-        answer = self.call("fit", seed=SEED, **{k: [split.texts, split.labels.tolist()] for k, split in rows.items()})
+        rows = {k: [split.texts, split.labels.tolist()] for k, split in rows.items()}
+        answer = self.call("fit", seed=SEED, max_epochs=(settings or {}).get("max_epochs", -1), **rows)
         answer["fit_seconds"] = round(time.perf_counter() - started, 1)
         return answer
 
@@ -285,19 +286,26 @@ def make_peer(key: str) -> Peer:
 def fitted_peer(
     key: str, dataset_dir: Path, settings: dict[str, Any] | None = None, train_samples: int | None = None
 ) -> Peer:
-    """A peer fitted on `dataset_dir`'s training split (or a seeded subset of `train_samples`), with `settings` (what
-    accuracy.py picked) or a new search.
+    """A peer fitted on `dataset_dir`'s training split (or seeded subsets of `train_samples`, and of a fifth of that
+    for validation), with `settings` (what accuracy.py picked) or a new search.
 
     Refitting is seconds to a few minutes, cheaper than keeping fastText's 0.8 GB hash tables on disk per set.
     """
     splits, _ = load_splits(dataset_dir)
-    train = splits["train"]
-    if train_samples is not None and train_samples < len(train.texts):
-        keep = np.random.default_rng(SEED).permutation(len(train.texts))[:train_samples]
-        train = Split([train.texts[i] for i in keep], train.labels[keep])
+    train, validation = splits["train"], splits["validation"]
+    if train_samples is not None:  # a quick run: validation shrinks with train
+        train, validation = subset(train, train_samples), subset(validation, max(100, train_samples // 5))
     peer = make_peer(key)
-    peer.fit(train, splits["validation"], settings)
+    peer.fit(train, validation, settings)
     return peer
+
+
+def subset(split: Split, size: int) -> Split:
+    """A seeded sample of `size` rows (all of them when there are fewer)."""
+    if size >= len(split.texts):
+        return split
+    keep = np.random.default_rng(SEED).permutation(len(split.texts))[:size]
+    return Split([split.texts[i] for i in keep], split.labels[keep])
 
 
 def evaluate_peer(key: str, dataset_dir: Path, name: str) -> dict[str, Any]:

@@ -35,7 +35,9 @@ def ratio(value: float | None) -> str:
 
 
 def millions(value: int | None) -> str:
-    return "–" if value is None else f"{value / 1e6:.1f} M"
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.1f} M" if value >= 1e6 else f"{value / 1e6:.2f} M"
 
 
 def number(value: float | None, digits: int = 0) -> str:

@@ -43,7 +43,7 @@ BATCH_SIZE = 32
 PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
 SMOKE = dict(short_texts=64, long_texts=32, latency_short=8, latency_long=4, rounds=1, accuracy_texts=200,
              trainer_steps=12, trainer_warmup=4, trainer_segments=1, train_epochs=1, imdb_epochs=1,
-             imdb_train_samples=600, peer_train_samples=1500, long_max_lengths=[512])  # fmt: skip
+             imdb_train_samples=600, peer_train_samples=1500, long_max_lengths=[128])  # fmt: skip
 
 
 def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
     add("--accuracy-texts", type=int, default=2000, help="imdb test texts for the accuracy checks (sst2: all)")
     add("--student", type=Path, default=None, help="a distilled sst2 student (hf-gru distill --output-dir)")
-    add("--teacher", type=Path, default=None, help="its teacher (a fine-tuned transformers classifier directory)")
+    add("--teacher", type=Path, default=None, help="its teacher (a fine-tuned classifier; default STUDENT/teacher)")
     add("--peers", nargs="*", default=list(PEER_KEYS), choices=PEER_KEYS, help="peers to time (default: all)")
     add("--peer-train-samples", type=int, default=None, help="fit the peers on a training subset (default: all)")
     add("--trainer-steps", type=int, default=60, help="optimizer steps per Trainer/bare segment")
@@ -196,6 +196,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     args.models_dir = args.models_dir or MODELS_DIR / ("smoke" if args.smoke else "hf_gru")
     args.output = args.output or ("speed_smoke.json" if args.smoke else "speed.json")
+    if args.student is not None and args.teacher is None:
+        from hf_gru.run_directory import TEACHER_DIR
+
+        if (args.student / TEACHER_DIR / "config.json").is_file():
+            args.teacher = args.student / TEACHER_DIR  # where `hf-gru distill --teacher-base` saves the teacher
     for option in ("student", "teacher"):
         path = getattr(args, option)
         if path is not None and not (path / "config.json").is_file():

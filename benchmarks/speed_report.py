@@ -60,7 +60,8 @@ def peers_note(block: dict[str, Any]) -> list[str]:
         if "error" in check:
             notes.append(f"{key}: not timed ({check['error']})")
         else:
-            settings = ", ".join(f"{k}={v}" for k, v in (check.get("settings") or {}).items() if k != "grid_size")
+            chosen = (check.get("settings") or {}).items()
+            settings = ", ".join(f"{k}={v}" for k, v in chosen if k in ("lr", "epoch", "wordNgrams", "C", "max_epochs"))
             notes.append(f"{key}: {settings or 'settings searched on validation'}"
                          + (f", fitted on {check['train_samples']:,} training texts" if "train_samples" in check
                             else ""))  # fmt: skip
@@ -127,6 +128,7 @@ def context(results: dict[str, Any], plot_path: str, target_rows: Callable[[dict
             parts.append({"title": title, "block": block, "table": inference_table(block),
                           "checks": checks_table(block), "peers": peers_note(block)})  # fmt: skip
     probes = results.get("contention", {})
+    names = {k: v["name"] for part in parts for k, v in part["block"]["systems"].items()}
     targets = target_rows(inference.get("short", {}))
     profile = inference.get("short", {}).get("hf_gru_profile")
     trainer = results.get("trainer")
@@ -145,7 +147,7 @@ def context(results: dict[str, Any], plot_path: str, target_rows: Callable[[dict
         "trainer_table": trainer_table(trainer) if trainer else "",
         "trainer_profile": trainer_profile(trainer) if trainer else None,
         "plot_path": plot_path,
-        "frontiers": {d: p["frontier"] for d, p in (results.get("plot") or {}).items()},
+        "frontiers": {d: [names.get(k, k) for k in p["frontier"]] for d, p in (results.get("plot") or {}).items()},
         "targets": markdown_table(["target", "measured", ""], targets) if targets else "",
         "missed": any(row[2] == "miss" for row in targets),
         "profile": profile,

@@ -54,6 +54,23 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[str]]:
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
+def smoke_dataset(dataset: str, folder: Path, train: int, test: int) -> Path:
+    """A seeded subset of the shared set as JSON lines (a quick run trains on it: the full test split's final
+    evaluation alone takes minutes on imdb)."""
+    from hf_gru.data import load_raw_datasets
+
+    target = folder / dataset
+    if not (target / "test.jsonl").is_file():
+        raw = load_raw_datasets(str(SHARED_DATA / dataset), carve_validation=False)
+        target.mkdir(parents=True, exist_ok=True)
+        for split, size in (("train", train), ("test", test)):
+            rows, names = raw[split], raw[split].features["label"].names
+            lines = [json.dumps({"text": rows[i]["text"], "label": names[rows[i]["label"]]}, ensure_ascii=False)
+                     for i in seeded_subset(len(rows), size, seed=3)]  # fmt: skip
+            (target / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
 def ensure_hf_gru_model(dataset: str, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The cached hf_gru model of `dataset`, trained through the library first if there is none (or `--retrain`)."""
     from library import train_hf_gru
@@ -71,9 +88,12 @@ def ensure_hf_gru_model(dataset: str, args: argparse.Namespace) -> tuple[Path, d
     else:
         epochs = args.imdb_epochs if dataset == "imdb" else args.train_epochs
         extra = ["--num_train_epochs", str(epochs)]
-        if dataset == "imdb" and args.imdb_train_samples:
+        source = SHARED_DATA / dataset
+        if args.smoke:
+            source = smoke_dataset(dataset, args.models_dir / "data", args.imdb_train_samples, 200)
+        elif dataset == "imdb" and args.imdb_train_samples:
             extra += ["--max_train_samples", str(args.imdb_train_samples)]
-        trained = train_hf_gru(SHARED_DATA / dataset, model_dir, args.preset, 42, extra)
+        trained = train_hf_gru(source, model_dir, args.preset, 42, extra)
         record = {"trained_by": "benchmarks/speed.py", "argv": trained["argv"], "seconds": trained["seconds"]}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         record["reused"] = False
@@ -189,8 +209,9 @@ def teacher_system(model_dir: Path, texts: list[str], labels: list[str]) -> tupl
     return ClassifierSystem("teacher", "teacher torch fp32", classifier, parameters, "transformer"), accuracy
 
 
-# Used only when accuracy.py has not picked settings yet and a quick run (--peer-train-samples) cannot search.
+# A quick run (--peer-train-samples) cannot search: accuracy.py's settings, else these; Model2Vec capped at 3 epochs.
 FIRST_GUESS = {"fasttext": {"lr": 0.5, "epoch": 5, "wordNgrams": 2}, "tfidf_lr": {"C": 4.0}}
+QUICK = {"model2vec": {"max_epochs": 3}}
 
 
 def peer_systems(
@@ -209,8 +230,8 @@ def peer_systems(
         if key == "model2vec" and is_chinese(texts):
             continue
         settings = saved.get(key, {}).get("settings")
-        if settings is None and train_samples is not None:
-            settings = FIRST_GUESS.get(key)
+        if train_samples is not None:
+            settings = {**(settings or FIRST_GUESS.get(key, {})), **QUICK.get(key, {})}
         log(f"{dataset}: fitting {DISPLAY[key]} ({'settings ' + str(settings) if settings else 'searching'})")
         try:
             peer = fitted_peer(key, SHARED_DATA / dataset, settings, train_samples)
