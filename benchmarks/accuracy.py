@@ -371,7 +371,7 @@ def update_markdown() -> None:
     names = [n for n in ALL_DATASETS if read_json(f"accuracy_{n}.json") or read_json(f"distillation_{n}.json")]
     hosts = sorted(
         {
-            f"{h['cpu']} ({h['cpu_count']} cores), {h['date']}"
+            f"{h.get('cpu')} ({h.get('cpu_count')} cores), {h.get('date')}"
             for n in names
             for h in [(read_json(f"accuracy_{n}.json") or read_json(f"distillation_{n}.json"))["machine"]]
         }
