@@ -270,3 +270,22 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_student_from_scra
     assert agreement["student"] > agreement["scratch"] + 0.03, agreement
     assert {"teacher_test_accuracy", "test_accuracy", "num_parameters"} <= set(student.metrics)
     assert (tmp_path / "student" / "teacher_logits" / "fingerprint.json").is_file()
+
+
+def test_transfer_set_is_training_texts_then_augmented_then_new_unlabeled_texts(tmp_path):
+    from hf_gru.distillation.engine import build_transfer_texts
+    from hf_gru.distillation.unlabeled import load_unlabeled_texts
+
+    unlabeled = tmp_path / "more.txt"
+    unlabeled.write_text("an unseen review\n\n" + TEXTS[0] + "\nan unseen review\nanother one\n", encoding="utf-8")
+    args = DistillationArguments(teacher="t", augment_copies=2, unlabeled=str(unlabeled))
+    texts = build_transfer_texts(TEXTS, args, "[MASK]", seed=1)
+    assert texts[: len(TEXTS)] == TEXTS
+    assert texts[-2:] == ["an unseen review", "another one"]  # deduplicated, originals not repeated
+    assert len(texts) == len(set(texts))
+    assert texts == build_transfer_texts(TEXTS, args, "[MASK]", seed=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"text": "from train", "label": "a"}\n', encoding="utf-8")
+    (data / "test.jsonl").write_text('{"text": "from test", "label": "a"}\n', encoding="utf-8")
+    assert load_unlabeled_texts(str(data)) == ["from train"]  # never the test split
