@@ -13,6 +13,7 @@ can read the custom `model_type` with `trust_remote_code=True`) and the tokenize
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -228,6 +229,17 @@ def parity(
     return worst, agree / max(total, 1), np.concatenate(reference) if reference else np.zeros(0)
 
 
+def _portable_tokenizer_config(path: Path) -> None:
+    """Name the tokenizer class `PreTrainedTokenizerFast`: transformers 5 writes `TokenizersBackend` (the same class
+    under its new name), which the transformers 4 that `optimum-onnx` pins cannot load."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def export_model(
     model_dir: str | Path,
     output_dir: str | Path | None = None,
@@ -279,6 +291,7 @@ def export_model(
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, staging / name)
                 result.files.append(name)
+        _portable_tokenizer_config(staging / TOKENIZER_CONFIG_FILE)
         if output_dir.exists():
             if not overwrite:
                 raise ValueError(f"--output {output_dir} exists; pass --overwrite to replace it")
