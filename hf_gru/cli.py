@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="a trained model directory")
     export.add_argument("--output", default=None, help="folder to write (default: MODEL/onnx)")
     export.add_argument("--quantize", choices=("int8",), default=None, help="also write model_int8.onnx")
-    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 11 to 20 (default: 17)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 20 (default: 17)")
 
     push = commands.add_parser("push", help="upload a trained model to the Hub in one commit")
     push.add_argument("--model", required=True, help="a trained model directory")

