@@ -43,7 +43,7 @@ BATCH_SIZE = 32
 PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
 SMOKE = dict(short_texts=64, long_texts=32, latency_short=8, latency_long=4, rounds=1, accuracy_texts=200,
              trainer_steps=12, trainer_warmup=4, trainer_segments=1, train_epochs=1, imdb_epochs=1,
-             imdb_train_samples=600, peer_train_samples=1500, long_max_lengths=[128])  # fmt: skip
+             imdb_train_samples=600, peer_train_samples=600, long_max_lengths=[128])  # fmt: skip
 
 
 def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
