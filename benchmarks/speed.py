@@ -40,6 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 from common import RESULTS_DIR, STARTED, log, machine, read_json, write_json  # noqa: E402
 
 BATCH_SIZE = 32
+RESULTS_FORMAT = 2  # the layout of speed.json that --report-only reads (1: before the peers and ONNX rows)
 PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
 SMOKE = dict(short_texts=64, long_texts=32, latency_short=8, latency_long=4, rounds=1, accuracy_texts=200,
              trainer_steps=12, trainer_warmup=4, trainer_segments=1, train_epochs=1, imdb_epochs=1,
@@ -227,9 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report_only:
-        report(read_json(args.output) or sys.exit(f"no benchmarks/results/{args.output} to report from"), args)
+        saved = read_json(args.output) or sys.exit(f"no benchmarks/results/{args.output} to report from")
+        if saved.get("format") != RESULTS_FORMAT:
+            sys.exit(f"benchmarks/results/{args.output} was written by an older speed.py: run the suite again")
+        report(saved, args)
         return
     results: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
         "machine": machine(),
         "argv": sys.argv[1:] if argv is None else argv,
         "rounds": args.rounds,
