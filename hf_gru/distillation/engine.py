@@ -313,18 +313,19 @@ def run_distillation(
         initialize_embeddings(run.model, model_args.init_embeddings, distill_args.embedding_init)  # start_run: PCA
 
     teacher, tokenizer = given, given_tokenizer
-    with training_args.main_process_first(desc="teacher fine-tuning and labelling"):
+    teacher_dir = work / TEACHER_DIR
+    if distill_args.teacher_base and not (teacher_dir / RESULTS_FILE).is_file():
+        # Every process takes part (under accelerate launch the teacher's Trainer is distributed too).
+        settings = TeacherSettings(
+            learning_rate=distill_args.teacher_learning_rate,
+            epochs=distill_args.teacher_epochs,
+            batch_size=distill_args.teacher_batch_size,
+            max_length=distill_args.teacher_max_length,
+            seed=training_args.seed,
+        )
+        fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True)
+    with training_args.main_process_first(desc="teacher labelling"):
         if distill_args.teacher_base:
-            teacher_dir = work / TEACHER_DIR
-            if not (teacher_dir / RESULTS_FILE).is_file():
-                settings = TeacherSettings(
-                    learning_rate=distill_args.teacher_learning_rate,
-                    epochs=distill_args.teacher_epochs,
-                    batch_size=distill_args.teacher_batch_size,
-                    max_length=distill_args.teacher_max_length,
-                    seed=training_args.seed,
-                )
-                fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True)
             teacher, tokenizer = load_teacher(str(teacher_dir))
             check_teacher_labels(teacher, [data.id2label[i] for i in range(data.num_labels)], str(teacher_dir))
         teacher.to(training_args.device)

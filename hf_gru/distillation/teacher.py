@@ -132,6 +132,8 @@ def fine_tune_teacher(
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     if "test" in tokenized:
         metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
+    if not trainer.is_world_process_zero():
+        return metrics
     metrics["base_model"] = base  # type: ignore[assignment]
     metrics["num_parameters"] = sum(p.numel() for p in model.parameters())
     (output_dir / TEACHER_RESULTS_FILE).write_text(
