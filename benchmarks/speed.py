@@ -165,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="interleaved rounds of batch-32 timing")
     add("--long-max-lengths", type=int, nargs="+", default=[512, 256],
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
-    add("--accuracy-texts", type=int, default=2000, help="imdb test texts for the accuracy checks (sst2: all)")
+    add("--accuracy-texts", "--int8-eval-texts", type=int, default=2000, help="imdb test texts for the accuracy checks")
     add("--student", type=Path, default=None, help="a distilled sst2 student (default: results/models/distilled/sst2)")
     add("--teacher", type=Path, default=None, help="its teacher (a fine-tuned classifier; default STUDENT/teacher)")
     add("--peers", nargs="*", default=list(PEER_KEYS), choices=PEER_KEYS, help="peers to time (default: all)")
