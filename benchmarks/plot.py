@@ -50,7 +50,7 @@ def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, batch_size: int)
         frontier = pareto(points)
         on_frontier = {p["key"] for p in frontier}
         for index, point in enumerate(points):
-            color = f"C{index % 10}"
+            color = plt.cm.tab20(index % 20) if len(points) > 10 else f"C{index}"
             edge = "black" if point["key"] in on_frontier else color
             ax.scatter(point["texts_per_s"], 100 * point["accuracy"], marker=MARKERS.get(point["kind"], "o"), s=80,
                        color=color, edgecolors=edge, linewidths=1.5, label=point["label"], zorder=3)  # fmt: skip
