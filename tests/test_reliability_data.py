@@ -27,6 +27,7 @@ from hf_gru.data import (
     load_raw_datasets,
     prepare_data,
 )
+from hf_gru.data.labels import READ_WORDS
 from hf_gru.tokenization import train_tokenizer
 
 
@@ -234,6 +235,20 @@ def test_clipping_a_long_text_keeps_exactly_the_tokens_kept(sst2_rows: list[dict
     assert clip_text("short", tokenizer, 4) == "short"
     spaces = "good " + " " * 100_000 + "film"  # few tokens in many characters: the window grows, nothing is lost
     assert tokenizer(clip_text(spaces, tokenizer, 8))["input_ids"] == tokenizer(spaces)["input_ids"]
+
+
+def test_reading_cuts_a_huge_text_after_more_words_than_any_model_reads(tmp_path: Path, sst2_rows) -> None:
+    words = " ".join(r["text"] for r in sst2_rows).split()
+    huge = " ".join(words * (2 * READ_WORDS // len(words) + 2))
+    _jsonl(tmp_path / "train.jsonl", [{"text": huge, "label": "positive"}, *sst2_rows])
+    _jsonl(tmp_path / "validation.jsonl", sst2_rows[:10])
+    read = next(t for t in load_raw_datasets(str(tmp_path))["train"]["text"] if len(t) > 1000)
+    assert len(read) < len(huge) and huge.startswith(read)
+    assert sum(any(c.isalnum() for c in w) for w in read.split()) == READ_WORDS
+    tokenizer = train_tokenizer([r["text"] for r in sst2_rows], vocab_size=800)
+    for max_length in (512, 20_000):
+        kept = tokenizer(read, truncation=True, max_length=max_length)["input_ids"]
+        assert kept == tokenizer(huge, truncation=True, max_length=max_length)["input_ids"]
 
 
 _MEMORY_CHILD = """
