@@ -214,9 +214,10 @@ class TorchClassifier(Classifier):
 class OnnxClassifier(Classifier):
     """ONNX Runtime backend (CPU) on a graph written by `hf-gru export`.
 
-    `threads=N` runs N batches at once, each on one intra-op thread: a GRU's per-step matrix products are too small
-    to split across threads (an intra-op pool synchronises at every time step, which a busy host punishes), while
-    whole batches in parallel need no synchronisation. A single `logits` call always uses one thread.
+    `threads=N` (default: the cores this process may use, at most 8) runs N batches of `predict_logits` at once,
+    each on one intra-op thread: a GRU's per-step matrix products are too small to split across threads (an
+    intra-op pool synchronises at every time step, which a busy host punishes), while whole batches in parallel need
+    no synchronisation. A single `logits` call always uses one thread.
     """
 
     name = "onnx"
@@ -235,10 +236,16 @@ class OnnxClassifier(Classifier):
         super().__init__(config, tokenizer, max_length)
         self.path = Path(path)
         self.session = onnx_session(self.path, threads=1)
-        self.concurrent_batches = threads or 1
+        self.concurrent_batches = threads or available_cores()
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
 
 
 def onnx_dir(model_dir: str | Path) -> Path:
@@ -389,7 +396,7 @@ def predict_file(
     if classifier is None:
         classifier = load_backend(model_dir, backend=backend, threads=threads, device=device, max_length=max_length)
     records = read_input(input_path, text_column)
-    numbers: list[int] = []
+    numbers: deque[int] = deque()  # line numbers of the records read ahead, consumed in order: memory stays flat
 
     def texts() -> Iterator[str | None]:
         for number, text in records:
@@ -399,7 +406,7 @@ def predict_file(
     count = 0
     with tqdm(desc="predict", unit=" texts", disable=not progress) as bar:
         for prediction in classifier.classify(texts(), batch_size=batch_size):
-            record: dict[str, Any] = {"line": numbers[count], **_public(prediction)}
+            record: dict[str, Any] = {"line": numbers.popleft(), **_public(prediction)}
             output.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
             bar.update()
