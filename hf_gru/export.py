@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -186,7 +186,6 @@ class ExportResult:
     int8_max_abs_diff: float | None = None
     int8_agreement: float | None = None  # share of parity texts with the same top label
     parity_texts: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def check_opset(opset: int) -> int:
