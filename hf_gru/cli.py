@@ -1,4 +1,5 @@
-"""`hf-gru`: train, evaluate, predict, push and demo. Argument parsing and printing only; the work is in the library."""
+"""`hf-gru`: train, distill, evaluate, predict, export, push and demo. Argument parsing and printing only; the work is
+in the library."""
 
 from __future__ import annotations
 
