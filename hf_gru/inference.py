@@ -32,7 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .data import resolve_max_length
+from .data import clip_text, resolve_max_length
 from .hardware import default_device
 from .run_directory import CONFIG_FILE, ONNX_DIR, ONNX_INT8_FILE, ONNX_MODEL_FILE, WEIGHTS_FILE
 from .tokenization import load_tokenizer
@@ -139,6 +139,7 @@ class Classifier(ABC):
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
+        texts = [clip_text(text, self.tokenizer, self.max_length) for text in texts]  # a 10 MB line costs no GB
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
         return encoded["input_ids"].astype(np.int64, copy=False), encoded["attention_mask"].astype(np.int64, copy=False)
 
