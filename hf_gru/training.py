@@ -117,6 +117,13 @@ def run_training(
     run = start_run(model_args, data_args, training_args)
     trainer = build_trainer(run.model, training_args, run.data, run.problem_type)
     metrics, predictions = train_and_evaluate(run, trainer)
+    return finish_trainer_run(run, trainer, metrics, predictions)
+
+
+def finish_trainer_run(
+    run: Run, trainer: GRUTrainer, metrics: dict[str, float], predictions: tuple | None, **summary_fields
+) -> RunOutcome:
+    """`finish_run` with what a `Trainer` holds: its (best) model, log and process rank."""
     return finish_run(
         run,
         model=trainer.model,
@@ -124,4 +131,5 @@ def run_training(
         log_history=trainer.state.log_history,
         predictions=predictions,
         is_main_process=trainer.is_world_process_zero(),
+        summary_fields=summary_fields or None,
     )

@@ -24,9 +24,9 @@ from transformers import HfArgumentParser
 from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, expand_aliases
 from ..data.tokenize import _Tokenize, resolve_max_length
 from ..metrics import build_compute_metrics
-from ..run import RunOutcome, finish_run, prepare_training_data, start_run
+from ..run import RunOutcome, prepare_training_data, start_run
 from ..run_directory import RESULTS_FILE, TEACHER_DIR, TEACHER_LOGITS_DIR, list_checkpoints, staging_dir
-from ..training import GRUTrainer, build_trainer, train_and_evaluate
+from ..training import GRUTrainer, build_trainer, finish_trainer_run, train_and_evaluate
 from .augment import AugmentationSettings, augment_texts, mask_token_of
 from .embeddings import METHODS, initialize_embeddings
 from .teacher import (
@@ -369,15 +369,7 @@ def run_distillation(
     described = (
         reference if distill_args.teacher else f"{reference}, fine-tuned on this training split ({TEACHER_DIR}/)"
     )
-    return finish_run(
-        run,
-        model=trainer.model,
-        metrics=metrics,
-        log_history=trainer.state.log_history,
-        predictions=predictions,
-        is_main_process=trainer.is_world_process_zero(),
-        summary_fields={"teacher": described},
-    )
+    return finish_trainer_run(run, trainer, metrics, predictions, teacher=described)
 
 
 def distill(argv: list[str] | None = None) -> RunOutcome:
