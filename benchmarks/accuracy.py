@@ -290,6 +290,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
+SMALL_SETS = ("sst2", "mr", "sst5", "trec")
 LABELS = {"fasttext": "fastText", "model2vec": "Model2Vec", "tfidf_lr": "TF-IDF + LR"}
 ROW_ORDER = ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled", "minilm_teacher", "minilm", *PEER_KEYS)
 
@@ -367,9 +368,10 @@ def bar_rows(names: list[str]) -> list[list[Any]]:
             return "–" if value is None or bar is None else ("met" if value >= bar - 1e-9 else f"missed by "
                                                              f"{100 * (bar - value):.1f}")  # fmt: skip
 
+        bar = peers[best] + 0.02 if name in SMALL_SETS else None  # the issue sets this bar on the small sets only
         rows.append([
-            name, f"{LABELS[best]} {percent(peers[best])}", percent(peers[best] + 0.02), percent(student),
-            verdict(student, peers[best] + 0.02), percent(teacher),
+            name, f"{LABELS[best]} {percent(peers[best])}", percent(bar), percent(student), verdict(student, bar),
+            percent(teacher),
             verdict(student, None if teacher is None else teacher - 0.015), percent(scratch),
             verdict(scratch, None if fasttext is None else fasttext - 0.005),
         ])  # fmt: skip
