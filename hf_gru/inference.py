@@ -34,7 +34,14 @@ from transformers import (
 
 from .data import clip_text, resolve_max_length
 from .hardware import default_device
-from .run_directory import CONFIG_FILE, ONNX_DIR, ONNX_INT8_FILE, ONNX_MODEL_FILE, WEIGHTS_FILE
+from .run_directory import (
+    CONFIG_FILE,
+    ONNX_DIR,
+    ONNX_INT8_FILE,
+    ONNX_MODEL_FILE,
+    TOKENIZER_CONFIG_FILE,
+    WEIGHTS_FILE,
+)
 from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -319,7 +326,7 @@ def load_backend(
             flag = " --quantize int8" if precision == "int8" else ""
             raise ValueError(f"no ONNX export at {graph}; run `hf-gru export --model {model_dir}{flag}` first")
         config = AutoConfig.from_pretrained(folder)  # hf_gru registers its model type: no remote code runs
-        tokenizer = load_tokenizer(str(folder if (folder / "tokenizer_config.json").is_file() else model_dir))
+        tokenizer = load_tokenizer(str(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else model_dir))
         return OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
     if threads is not None:
         torch.set_num_threads(threads)

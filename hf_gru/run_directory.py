@@ -42,6 +42,7 @@ RESULTS_FILE = "all_results.json"
 STAGING_MARKER_FILE = ".hf_gru-staging"
 TENSORBOARD_DIR = "runs"
 TEACHER_DIR = "teacher"
+TEACHER_FINGERPRINT_FILE = "fingerprint.json"  # inside TEACHER_LOGITS_DIR: which teacher labelled which texts
 TEACHER_LOGITS_DIR = "teacher_logits"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 TOKENIZER_EXTRA_FILES = ("special_tokens_map.json", "added_tokens.json")  # written by some tokenizers

@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .run_directory import TOKENIZER_CONFIG_FILE, TOKENIZER_VOCAB_FILES
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ALGORITHMS", "PAD_TOKEN", "SPECIAL_TOKENS", "UNK_TOKEN", "load_tokenizer", "train_tokenizer"]
@@ -34,7 +36,7 @@ _CJK_CLASS = (
 )
 _METASPACE = "\u2581"  # "▁", SentencePiece's word-start marker
 _BATCH = 1000  # texts per batch handed to the Rust trainer: fewer Python -> Rust crossings
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+_TOKENIZER_FILES = (TOKENIZER_CONFIG_FILE, *TOKENIZER_VOCAB_FILES)  # any of them marks a tokenizer folder
 
 
 def train_tokenizer(

@@ -38,3 +38,14 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real dataset {path} is absent; set HF_GRU_SHARED_DATA to the folder holding '{name}'")
     return path
+
+
+@pytest.fixture(scope="module")
+def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep a module's Arrow caches out of the user's cache (and fresh for the cache-reuse tests)."""
+    import datasets
+
+    saved = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = saved

@@ -45,13 +45,7 @@ LOGGER = "hf_gru.data"
 TREC_LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Keep this module's Arrow caches out of the user's cache (and fresh for the cache-reuse test)."""
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
 
 
 def _read_jsonl_gz(path: Path, limit: int | None = None) -> list[dict]:

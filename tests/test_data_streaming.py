@@ -11,7 +11,6 @@ import gzip
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 from conftest import shared_dataset
 
@@ -21,13 +20,7 @@ from hf_gru.tokenization import train_tokenizer
 PER_CLASS = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Keep this module's Arrow caches out of the user's cache."""
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import datasets
 import pytest
 from conftest import shared_dataset
 
@@ -30,14 +29,7 @@ from hf_gru.data import (
 from hf_gru.data.labels import READ_WORDS
 from hf_gru.tokenization import train_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Keep this module's Arrow caches out of the user's cache."""
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,9 @@ from transformers import (
 )
 
 from ..metrics import build_compute_metrics
+from ..run_directory import RESULTS_FILE, TEACHER_FINGERPRINT_FILE
 
 logger = logging.getLogger(__name__)
-
-TEACHER_RESULTS_FILE = "all_results.json"
 
 
 @dataclass
@@ -136,16 +135,14 @@ def fine_tune_teacher(
         return metrics
     metrics["base_model"] = base  # type: ignore[assignment]
     metrics["num_parameters"] = sum(p.numel() for p in model.parameters())
-    (output_dir / TEACHER_RESULTS_FILE).write_text(
-        json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8"
-    )
+    (output_dir / RESULTS_FILE).write_text(json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8")
     for checkpoint in output_dir.glob("checkpoint-*"):  # the best model is saved at the top; keep the dir small
         shutil.rmtree(checkpoint)
     return metrics
 
 
 def read_teacher_results(teacher_dir: str | Path) -> dict[str, Any]:
-    path = Path(teacher_dir) / TEACHER_RESULTS_FILE
+    path = Path(teacher_dir) / RESULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
@@ -177,7 +174,6 @@ def check_teacher_labels(model: PreTrainedModel, names: tuple[str, ...] | list[s
 
 # ------------------------------------------------------------------------------------------------- labelling
 
-FINGERPRINT_FILE = "fingerprint.json"
 CHUNK_PREFIX = "chunk-"
 
 
@@ -205,7 +201,7 @@ def texts_fingerprint(texts: list[str]) -> str:
 
 
 def _check_cache(cache_dir: Path, identity: dict[str, Any]) -> None:
-    path = cache_dir / FINGERPRINT_FILE
+    path = cache_dir / TEACHER_FINGERPRINT_FILE
     if not path.is_file():
         return
     cached = json.loads(path.read_text(encoding="utf-8"))
@@ -243,7 +239,7 @@ def label_texts(
     identity["chunk_size"] = chunk_size
     _check_cache(cache_dir, identity)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / FINGERPRINT_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    (cache_dir / TEACHER_FINGERPRINT_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
     chunks = range(0, len(texts), chunk_size)
     done = [i for i, start in enumerate(chunks) if (cache_dir / f"{CHUNK_PREFIX}{i:05d}").is_dir()]
     if done:
