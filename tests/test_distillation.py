@@ -289,3 +289,37 @@ def test_transfer_set_is_training_texts_then_augmented_then_new_unlabeled_texts(
     (data / "train.jsonl").write_text('{"text": "from train", "label": "a"}\n', encoding="utf-8")
     (data / "test.jsonl").write_text('{"text": "from test", "label": "a"}\n', encoding="utf-8")
     assert load_unlabeled_texts(str(data)) == ["from train"]  # never the test split
+
+
+def test_students_of_one_transfer_set_reuse_its_teacher_logits(tmp_path, tokenizer, monkeypatch):
+    """--augment_seed fixes the transfer set and --reuse_teacher_logits copies its labels in: no teacher call; a
+    transfer set drawn with another augmentation seed is refused, naming the options to align."""
+    from hf_gru.distillation import distill
+
+    data = tmp_path / "reviews"
+    data.mkdir()
+    rows = [{"text": f"{TEXTS[i % 4]} {i}", "label": ("neg", "pos")[i % 2]} for i in range(40)]
+    for split in ("train", "validation", "test"):  # its own validation split: the seed does not change train
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    teacher = _tiny_bert(tmp_path, tokenizer)
+    common = ["--dataset", str(data), "--teacher", str(teacher), "--preset", "small", "--embedding_size", "16"]
+    common += ["--num_train_epochs", "1", "--augment_copies", "2", "--report_to", "none", "--save_strategy", "no"]
+    common += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+    distill(common + ["--output_dir", str(tmp_path / "first"), "--seed", "1"])
+    cache = tmp_path / "first" / "teacher_logits"
+
+    teacher_reads, teacher_logits = [], teacher_module._logits
+
+    def counted(model, tokenizer, texts, *args, **kwargs):
+        teacher_reads.append(len(texts))
+        return teacher_logits(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "_logits", counted)
+    reused = ["--reuse_teacher_logits", str(cache), "--seed", "2"]
+    second = distill(common + ["--output_dir", str(tmp_path / "second"), "--augment_seed", "1"] + reused)
+    assert second.metrics["transfer_set_size"] > 40
+    assert sum(teacher_reads) <= 80  # only its own validation and test scores, never the transfer set
+    with pytest.raises(CacheMismatchError, match="--augment_seed"):
+        distill(common + ["--output_dir", str(tmp_path / "third")] + reused)
+    with pytest.raises(ValueError, match="not a teacher_logits/ folder"):
+        DistillationArguments(teacher="t", reuse_teacher_logits=str(tmp_path))

@@ -10,6 +10,7 @@ and Python callers all come here.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,19 @@ from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, exp
 from ..data.tokenize import _Tokenize, resolve_max_length
 from ..metrics import build_compute_metrics
 from ..run import RunOutcome, prepare_training_data, start_run
-from ..run_directory import RESULTS_FILE, TEACHER_DIR, TEACHER_LOGITS_DIR, list_checkpoints, staging_dir
+from ..run_directory import (
+    RESULTS_FILE,
+    TEACHER_DIR,
+    TEACHER_FINGERPRINT_FILE,
+    TEACHER_LOGITS_DIR,
+    list_checkpoints,
+    staging_dir,
+)
 from ..training import GRUTrainer, build_trainer, finish_trainer_run, train_and_evaluate
 from .augment import AugmentationSettings, augment_texts, mask_token_of
 from .embeddings import METHODS, initialize_embeddings
 from .teacher import (
+    CacheMismatchError,
     TeacherSettings,
     check_teacher_labels,
     fine_tune_teacher,
@@ -70,6 +79,17 @@ class DistillationArguments:
         default=0.1, metadata={"help": "per-word probability of a random word of the training vocabulary"}
     )
     ngram_probability: float = field(default=0.25, metadata={"help": "probability of keeping only a random n-gram"})
+    augment_seed: int | None = field(
+        default=None,
+        metadata={"help": "seed of the augmentation (default: --seed); fix it to train several students on one "
+                  "labelled transfer set"},
+    )  # fmt: skip
+    reuse_teacher_logits: str | None = field(
+        default=None,
+        metadata={"help": "the teacher_logits/ folder of an earlier run with the same teacher, training split "
+                  "(a dataset with a validation split, or the same --seed) and augmentation: copied in instead of "
+                  "labelling again (refused if it was made for other texts)"},
+    )  # fmt: skip
     unlabeled: str | None = field(
         default=None, metadata={"help": "in-domain texts without labels for the teacher to label (a dataset or .txt)"}
     )
@@ -95,6 +115,11 @@ class DistillationArguments:
             raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if self.reuse_teacher_logits and not (Path(self.reuse_teacher_logits) / TEACHER_FINGERPRINT_FILE).is_file():
+            raise ValueError(
+                f"--reuse_teacher_logits {self.reuse_teacher_logits}: not a teacher_logits/ folder of `hf-gru distill` "
+                f"({TEACHER_FINGERPRINT_FILE} is missing)"
+            )
         AugmentationSettings(
             copies=self.augment_copies,
             mask_probability=self.mask_probability,
@@ -304,7 +329,7 @@ def run_distillation(
         model_args,
         data_args,
         training_args,
-        inputs=(reference, distill_args.unlabeled),
+        inputs=(reference, distill_args.unlabeled, distill_args.reuse_teacher_logits),
         load_data=load_data,
         resume_in=resume_in,
     )
@@ -335,21 +360,34 @@ def run_distillation(
         train = data.raw["train"]
         if data_args.max_train_samples is not None:  # the same subset prepare_training_data took
             train = train.shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(train))))
-        texts = build_transfer_texts(train["text"], distill_args, mask_token_of(tokenizer), training_args.seed)
+        augment_seed = training_args.seed if distill_args.augment_seed is None else distill_args.augment_seed
+        texts = build_transfer_texts(train["text"], distill_args, mask_token_of(tokenizer), augment_seed)
+        cache = work / TEACHER_LOGITS_DIR
+        if distill_args.reuse_teacher_logits and not cache.exists():
+            shutil.copytree(distill_args.reuse_teacher_logits, cache)
         identity = {
             "teacher": reference,
             "teacher_fingerprint": teacher_fingerprint(teacher, reference),
             "dataset": data.reference,
         }
-        labelled = label_texts(
-            teacher,
-            tokenizer,
-            texts,
-            work / TEACHER_LOGITS_DIR,
-            identity=identity,
-            max_length=distill_args.teacher_max_length,
-            batch_size=distill_args.labelling_batch_size,
-        )
+        try:
+            labelled = label_texts(
+                teacher,
+                tokenizer,
+                texts,
+                cache,
+                identity=identity,
+                max_length=distill_args.teacher_max_length,
+                batch_size=distill_args.labelling_batch_size,
+            )
+        except CacheMismatchError as error:
+            if not distill_args.reuse_teacher_logits:
+                raise
+            raise CacheMismatchError(
+                f"--reuse_teacher_logits {distill_args.reuse_teacher_logits} was labelled for another teacher or "
+                "other texts: give the same teacher, dataset, augmentation options and --augment_seed as that run "
+                "(and its --seed where the validation split is carved from train)"
+            ) from error
         max_length = resolve_max_length(data.tokenizer, data_args.max_length)
         data.tokenized["train"] = _tokenize_transfer_set(labelled, list(train["label"]), data.tokenizer, max_length)
     teacher.to("cpu")
