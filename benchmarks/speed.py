@@ -167,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
     add("--accuracy-texts", "--int8-eval-texts", type=int, default=2000, help="imdb test texts for the accuracy checks")
     add("--student", type=Path, default=None, help="a distilled sst2 student (default: results/models/distilled/sst2)")
-    add("--teacher", type=Path, default=None, help="its teacher (a fine-tuned classifier; default STUDENT/teacher)")
+    add("--teacher", type=Path, default=None, help="its teacher (default: STUDENT/teacher or models/teachers/sst2)")
     add("--peers", nargs="*", default=list(PEER_KEYS), choices=PEER_KEYS, help="peers to time (default: all)")
     add("--peer-train-samples", type=int, default=None, help="fit the peers on a training subset (default: all)")
     add("--trainer-steps", type=int, default=60, help="optimizer steps per Trainer/bare segment")
@@ -203,8 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.student is not None and args.teacher is None:
         from hf_gru.run_directory import TEACHER_DIR
 
-        if (args.student / TEACHER_DIR / "config.json").is_file():
-            args.teacher = args.student / TEACHER_DIR  # where `hf-gru distill --teacher-base` saves the teacher
+        shared_teacher = MODELS_DIR / "teachers" / "sst2"  # where `accuracy.py` keeps the teacher it fine-tuned
+        for candidate in (args.student / TEACHER_DIR, shared_teacher):  # `hf-gru distill --teacher-base` saves it
+            if args.teacher is None and (candidate / "config.json").is_file():
+                args.teacher = candidate
     for option in ("student", "teacher"):
         path = getattr(args, option)
         if path is not None and not (path / "config.json").is_file():

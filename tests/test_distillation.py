@@ -139,6 +139,11 @@ def test_a_cache_of_another_teacher_or_other_texts_is_refused(tmp_path, tokenize
             cache,
             identity={"teacher": "b", "teacher_fingerprint": teacher_module.teacher_fingerprint(b, "b")},
         )
+    moved = tmp_path / "moved"
+    (tmp_path / "bert-0-cls").rename(moved)
+    assert teacher_module.teacher_fingerprint(load_teacher(str(moved))[0], "m") == teacher_module.teacher_fingerprint(
+        a, "a"
+    )  # a teacher is known by its weights: moving its folder keeps its cached logits valid
     with pytest.raises(CacheMismatchError, match="other texts"):
         label_texts(
             a,

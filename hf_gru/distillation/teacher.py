@@ -181,10 +181,14 @@ class CacheMismatchError(ValueError):
     """The output directory holds teacher logits for another teacher or other texts."""
 
 
+_WHERE_NOT_WHAT = ("_name_or_path", "transformers_version")  # a moved or re-saved teacher is the same teacher
+
+
 def teacher_fingerprint(model: PreTrainedModel, reference: str) -> str:
     """Identifies a teacher by its weights (the classifier head and embeddings), not by its path."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _WHERE_NOT_WHAT}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     state = model.state_dict()
     for name in sorted(state)[-4:] + sorted(state)[:2]:
         digest.update(name.encode())
