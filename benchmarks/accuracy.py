@@ -126,12 +126,16 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
     - `hf_gru_minilm_embeddings`: `hf-gru train --init_embeddings MiniLM` (its tokenizer and embeddings), no teacher.
     - `hf_gru_distilled`: `hf-gru distill`; the MiniLM teacher is fine-tuned once (`--teacher_base`, by the first
       seed when results/models/teachers/<set> is empty) and kept there; every other run reuses it (`--teacher`). The
-      first seed's student is kept (results/models/distilled/<set>, the student `speed.py --student` reads). The
+      first seed's student is kept (results/models/distilled/<set>, the student `speed.py --student` reads). Where
+      the set has its own validation split, later seeds train on the first seed's labelled transfer set
+      (`--augment_seed 42 --reuse_teacher_logits`), so a seed varies the student's initialisation and batch order;
+      elsewhere the seed also changes the carved validation split, so each seed draws and labels its own. The
       teacher's own test results are returned as `minilm_teacher`.
     """
     from library import run_command
 
     runs, trained, teacher = [], {}, {}
+    own_validation = any(dataset_dir.glob("validation.*"))  # else each seed carves its own from train
     kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / name
     for index in range(args.seeds):
         seed = 42 + index
@@ -146,9 +150,12 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
             extra += ["--teacher_base", minilm_path()] if fine_tune else ["--teacher", str(teacher_dir)]
+            if index > 0 and own_validation:  # same training split every seed: one labelled transfer set
+                extra += ["--augment_seed", "42", "--reuse_teacher_logits", str(kept / "teacher_logits")]
             extra += args.distill_args.split()
         command = "distill" if variant == "hf_gru_distilled" else "train"
-        trained = run_command(command, dataset_dir, output_dir, args.preset, seed, extra + args.gru_args.split())
+        preset = None if variant == "hf_gru_distilled" else args.preset  # distill's own default: the student preset
+        trained = run_command(command, dataset_dir, output_dir, preset, seed, extra + args.gru_args.split())
         if variant == "hf_gru_distilled" and fine_tune:
             teacher_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(output_dir / "teacher", teacher_dir)  # out of the student's folder: later runs read it
@@ -179,7 +186,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
     result = {
-        "preset": args.preset,
+        "preset": "student (distill default)" if variant == "hf_gru_distilled" else args.preset,
         "extra_args": args.gru_args,
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,

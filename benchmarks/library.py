@@ -13,8 +13,11 @@ from common import log
 ARCHITECTURE = ("vocab_size", "embedding_size", "hidden_size", "num_layers", "pooling")
 
 
-def run_command(command: str, dataset_dir: Path, output_dir: Path, preset: str, seed: int, extra: list[str]) -> dict:
-    """`hf-gru {train,distill} --dataset D --output_dir O --preset P --seed S EXTRA...`; the final model only is kept.
+def run_command(
+    command: str, dataset_dir: Path, output_dir: Path, preset: str | None, seed: int, extra: list[str]
+) -> dict:
+    """`hf-gru {train,distill} --dataset D --output_dir O [--preset P] --seed S EXTRA...`; the final model only is kept
+    (no preset: the command's default).
 
     Returns the run's metrics (`all_results.json`'s), the wall time, the argv, the parameter count and architecture.
     """
@@ -22,7 +25,7 @@ def run_command(command: str, dataset_dir: Path, output_dir: Path, preset: str, 
         "--dataset", str(dataset_dir),
         "--output_dir", str(output_dir),
         "--overwrite_output_dir", "true",
-        "--preset", preset,
+        *(["--preset", preset] if preset else []),
         "--seed", str(seed),
         "--report_to", "none",
         "--disable_tqdm", "true",

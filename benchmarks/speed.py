@@ -50,7 +50,7 @@ SMOKE = dict(short_texts=64, long_texts=32, latency_short=8, latency_long=4, rou
 def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
     """Per dataset: every system built and its accuracy measured, then batch-32 throughput and batch-1 latency."""
     import speed_systems as ss
-    from timing import profile_inference, time_latency, time_throughput
+    from timing import profile_inference, time_latency, time_predict_path, time_throughput
 
     results: dict[str, Any] = {"models": {}}
     transformers = ss.transformer_systems([512])
@@ -92,6 +92,7 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
         batches = ss.length_sorted_batches(sample, BATCH_SIZE)
         log(f"{dataset}: batch {BATCH_SIZE}, {len(sample)} texts, {args.rounds} rounds, {len(systems)} systems")
         throughput = time_throughput(systems, batches, args.rounds)
+        predict_path = time_predict_path(systems, sample, BATCH_SIZE, args.rounds) if part == "short" else None
         latency_size = args.latency_short if part == "short" else args.latency_long
         latency_texts = [texts[i] for i in random.Random(2).sample(range(len(texts)), min(latency_size, len(texts)))]
         latency_systems = [s for s in systems if "@" not in s.key]  # the truncation variants: batch 32 only
@@ -109,6 +110,7 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
             "checks": block_checks,
             "batch32": throughput,
             "batch1": latency,
+            **({"predict_path": predict_path} if predict_path else {}),
         }
         if part == "short" and (args.profile or missed(results["short"])):
             log("sst2: profiling hf_gru batch-32 inference (torch.profiler)")
@@ -132,6 +134,17 @@ TARGETS = [
     ("hf_gru_onnx_fp32", "hf_gru", "batch32", 1.5, "ONNX fp32 batch-32 throughput ≥ 1.5× hf_gru torch fp32"),
     ("hf_gru_onnx_int8", "minilm", "batch32", 25.0, "ONNX int8 batch-32 throughput ≥ 25× MiniLM-L6"),
     ("student", "teacher", "batch32", 20.0, "distilled student batch-32 throughput ≥ 20× its teacher"),
+    ("student_onnx_fp32", "teacher", "batch32", 20.0, "distilled student, ONNX fp32, batch 32 ≥ 20× its teacher"),
+    ("student_onnx_fp32", "minilm", "batch1", 8.0, "distilled student: ONNX fp32 batch-1 p50 ≤ 1/8 of MiniLM-L6's"),
+    ("student_onnx_fp32", "student", "batch32", 1.5, "distilled student: ONNX fp32 batch 32 ≥ 1.5× its torch fp32"),
+    ("student_onnx_int8", "minilm", "batch32", 25.0, "distilled student: ONNX int8 batch 32 ≥ 25× MiniLM-L6"),
+    (
+        "student_onnx_fp32",
+        "teacher",
+        "predict_path",
+        20.0,
+        "distilled student, ONNX fp32, `hf-gru predict` ≥ 20× teacher",
+    ),
 ]
 
 
@@ -142,7 +155,7 @@ def target_rows(short: dict[str, Any]) -> list[list[str]]:
         block = short.get(measure, {}).get("systems", {})
         if system not in block or reference not in block:
             continue
-        if measure == "batch32":
+        if measure in ("batch32", "predict_path"):
             value = block[system]["texts_per_s"] / block[reference]["texts_per_s"]
         else:
             value = block[reference]["p50_ms"] / block[system]["p50_ms"]

@@ -36,6 +36,20 @@ def inference_table(block: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
+def predict_path_table(block: dict[str, Any]) -> str:
+    """Whole-list throughput through `predict_logits` (the `hf-gru predict` path), with ratios to the transformers."""
+    path = block.get("predict_path")
+    if not path:
+        return ""
+    rows = [
+        [block["systems"][key]["name"], entry["concurrent_batches"], number(entry["texts_per_s"]),
+         ratio(entry.get("teacher_speedup")), ratio(entry.get("minilm_speedup"))]
+        for key, entry in path["systems"].items()
+    ]  # fmt: skip
+    header = ["system", "batches at once", "texts/s", "× teacher", "× MiniLM-L6"]
+    return markdown_table(header, rows)
+
+
 def checks_table(block: dict[str, Any]) -> str:
     """Accuracy of each hf_gru variant (and the student's) against its torch fp32 original, on the same texts."""
     rows = []
@@ -126,7 +140,8 @@ def context(results: dict[str, Any], plot_path: str, target_rows: Callable[[dict
         block = inference.get(part)
         if block:
             parts.append({"title": title, "block": block, "table": inference_table(block),
-                          "checks": checks_table(block), "peers": peers_note(block)})  # fmt: skip
+                          "checks": checks_table(block), "peers": peers_note(block),
+                          "predict_path": predict_path_table(block)})  # fmt: skip
     probes = results.get("contention", {})
     names = {k: v["name"] for part in parts for k, v in part["block"]["systems"].items()}
     targets = target_rows(inference.get("short", {}))

@@ -161,6 +161,35 @@ def time_throughput(systems: list[System], batches: list[list[str]], rounds: int
     return {"texts": n_texts, "batches": len(batches), "batch_size": len(batches[0]), "systems": results}
 
 
+def time_predict_path(systems: list[System], texts: list[str], batch_size: int, rounds: int) -> dict[str, Any]:
+    """Whole-list throughput through `Classifier.predict_logits`, the path of `hf-gru predict`: torch on its
+    intra-op threads, ONNX Runtime running one batch per core at once. Only hf_gru-inference systems (the teacher
+    and the transformers included) have that path; rounds interleaved, texts/s median and per-round ratios."""
+    classifiers = [s for s in systems if isinstance(s, ClassifierSystem) and "@" not in s.key]
+    per_round: dict[str, list[float]] = {s.key: [] for s in classifiers}
+    for system in classifiers:
+        system.classifier.predict_logits(texts[: 4 * batch_size], batch_size=batch_size)  # warm-up
+    for round_index in range(rounds):
+        for system in rotated(classifiers, round_index):
+            start = time.perf_counter()
+            system.classifier.predict_logits(texts, batch_size=batch_size)
+            per_round[system.key].append(len(texts) / (time.perf_counter() - start))
+            log(f"  predict path, round {round_index + 1}/{rounds} {system.name:<26} {per_round[system.key][-1]:10.1f}")
+    results = {}
+    for system in classifiers:
+        entry: dict[str, Any] = {
+            "texts_per_s": statistics.median(per_round[system.key]),
+            "concurrent_batches": system.classifier.concurrent_batches,
+            "rounds": per_round[system.key],
+        }
+        for reference in ("teacher", "minilm"):
+            if reference in per_round:
+                pairs = zip(per_round[system.key], per_round[reference])
+                entry[f"{reference}_speedup"] = statistics.median(a / b for a, b in pairs)
+        results[system.key] = entry
+    return {"texts": len(texts), "batch_size": batch_size, "systems": results}
+
+
 def time_latency(systems: list[System], texts: list[str]) -> dict[str, Any]:
     """Batch-1 latency: every text timed by every system in turn (order rotated per text); p50/p95 in ms."""
     import numpy as np

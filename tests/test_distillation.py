@@ -224,6 +224,8 @@ def test_parser_accepts_dashes_and_distill_defaults():
     )
     assert (data_args.dataset, training_args.output_dir, distill_args.teacher_base) == ("trec", "o", "m")
     assert distill_args.augment_copies == 3 and distill_args.distillation_loss == "mse"
+    model_args, _, training_args, _ = parse_distillation_arguments(["--dataset", "d", "--teacher", "t"])
+    assert model_args.preset == "student" and training_args.num_train_epochs == 6  # the measured student recipe
 
 
 # ------------------------------------------------------------------------------------- real distillation

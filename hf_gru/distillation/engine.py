@@ -53,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("mse", "kl")
 IGNORE_INDEX = -100  # the gold label of a text the teacher alone labels (augmented or unlabeled)
-DISTILL_DEFAULTS = {"num_train_epochs": 2.0}  # the transfer set is ~10x the training split: 2 epochs (measured)
+# The small student learns for more epochs than the wide one did (measured on TREC: 2 epochs 91.4, 6 epochs 93.4).
+DISTILL_DEFAULTS = {"num_train_epochs": 6.0, "preset": "student"}
 
 
 @dataclass
@@ -313,7 +314,9 @@ def run_distillation(
         from transformers import AutoConfig
 
         width = getattr(AutoConfig.from_pretrained(model_args.init_embeddings), "hidden_size", None)
-        model_args.embedding_size = width  # the embeddings as they are; --embedding_size N reduces them
+        preset_width = model_args.architecture()["embedding_size"]
+        if width is not None and width < preset_width:
+            model_args.embedding_size = width  # a narrow teacher's embeddings as they are: PCA only reduces
 
     def load_data(tokenizer_source: str | None):
         data = prepare_training_data(model_args, data_args, training_args, tokenizer_source)
