@@ -116,6 +116,17 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
             log("sst2: profiling hf_gru batch-32 inference (torch.profiler)")
             results["short"]["hf_gru_profile"] = profile_inference(systems[0], batches)
             results["short"]["hf_gru_profile"]["tokenizer_share"] = throughput["systems"]["hf_gru"]["tokenizer_share"]
+    for dataset in args.int8_check_datasets:  # accuracy only: does int8 hold on more languages and lengths?
+        model_dir, record = ss.ensure_hf_gru_model(dataset, args)
+        texts, labels = ss.load_split(dataset)
+        index = ss.seeded_subset(len(texts), args.accuracy_texts, seed=1)
+        log(f"{dataset}: int8 accuracy check on {len(index)} test texts")
+        systems, checks = ss.hf_gru_systems("hf_gru", "hf_gru", model_dir, [texts[i] for i in index],
+                                            [labels[i] for i in index], "hf_gru")  # fmt: skip
+        names = {s.key: s.describe() for s in systems}
+        results.setdefault("int8_checks", {})[dataset] = {"systems": names, "checks": {"hf_gru": checks}}
+        results["models"][dataset] = {"path": display_path(model_dir), "parameters": systems[0].parameters,
+                                      "max_length": systems[0].max_length, **record}  # fmt: skip
     return results
 
 
@@ -179,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--long-max-lengths", type=int, nargs="+", default=[512, 256],
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
     add("--accuracy-texts", "--int8-eval-texts", type=int, default=2000, help="imdb test texts for the accuracy checks")
+    add("--int8-check-datasets", nargs="*", default=["chnsenticorp"],
+        help="further shared sets whose test split checks int8 accuracy against fp32 (no timing)")  # fmt: skip
     add("--student", type=Path, default=None, help="a distilled sst2 student (default: results/models/distilled/sst2)")
     add("--teacher", type=Path, default=None, help="its teacher (default: STUDENT/teacher or models/teachers/sst2)")
     add("--peers", nargs="*", default=list(PEER_KEYS), choices=PEER_KEYS, help="peers to time (default: all)")

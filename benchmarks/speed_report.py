@@ -142,6 +142,7 @@ def context(results: dict[str, Any], plot_path: str, target_rows: Callable[[dict
             parts.append({"title": title, "block": block, "table": inference_table(block),
                           "checks": checks_table(block), "peers": peers_note(block),
                           "predict_path": predict_path_table(block)})  # fmt: skip
+    int8_checks = [{"dataset": d, "table": checks_table(b)} for d, b in inference.get("int8_checks", {}).items()]
     probes = results.get("contention", {})
     names = {k: v["name"] for part in parts for k, v in part["block"]["systems"].items()}
     targets = target_rows(inference.get("short", {}))
@@ -158,6 +159,7 @@ def context(results: dict[str, Any], plot_path: str, target_rows: Callable[[dict
         "contended": any(p.get("contended") for p in probes.values()),
         "models": model_lines(inference.get("models", {})),
         "parts": parts,
+        "int8_checks": int8_checks,
         "trainer": trainer,
         "trainer_table": trainer_table(trainer) if trainer else "",
         "trainer_profile": trainer_profile(trainer) if trainer else None,
