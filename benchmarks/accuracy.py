@@ -380,8 +380,10 @@ def bar_rows(names: list[str]) -> list[list[Any]]:
         teacher, fasttext = mean_accuracy(systems.get("minilm_teacher")), peers.get("fasttext")
 
         def verdict(value: float | None, bar: float | None) -> str:
-            return "–" if value is None or bar is None else ("met" if value >= bar - 1e-9 else f"missed by "
-                                                             f"{100 * (bar - value):.1f}")  # fmt: skip
+            if value is None or bar is None:
+                return "–"
+            gap = 100 * (bar - value)
+            return "met" if gap <= 1e-7 else f"missed by {gap:.1f}" if gap >= 0.05 else f"missed by {gap:.2f}"
 
         bar = peers[best] + 0.02 if name in SMALL_SETS else None  # the issue sets this bar on the small sets only
         rows.append([
