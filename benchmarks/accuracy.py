@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see the docstring of speed.py
 
-from common import RESULTS_DIR, SHARED_DATA, machine, read_json, write_json  # noqa: E402
+from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, machine, read_json, write_json  # noqa: E402
 from peers import evaluate_peer, is_chinese, load_splits, minilm_path  # noqa: E402
 from report import markdown_table, millions, number, percent, write_section  # noqa: E402
 
@@ -52,7 +52,6 @@ DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
 MODELS_DIR = RESULTS_DIR / "models"
-TEACHERS_DIR = MODELS_DIR / "teachers"  # one fine-tuned MiniLM teacher per dataset, shared by every distill run
 
 # Published test accuracies (%), with the source of each. Splits differ where noted: read them as context, not a race.
 KIM = "Kim 2014, *Convolutional Neural Networks for Sentence Classification*, EMNLP, Table 2"

@@ -13,6 +13,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+TEACHERS_DIR = RESULTS_DIR / "models" / "teachers"  # one fine-tuned MiniLM teacher per dataset, for every script
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SHARED_DATA = Path(os.environ.get("HF_GRU_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

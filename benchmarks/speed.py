@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see the docstring
 
-from common import RESULTS_DIR, STARTED, log, machine, read_json, write_json  # noqa: E402
+from common import RESULTS_DIR, STARTED, TEACHERS_DIR, log, machine, read_json, write_json  # noqa: E402
 
 BATCH_SIZE = 32
 RESULTS_FORMAT = 2  # the layout of speed.json that --report-only reads (1: before the peers and ONNX rows)
@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.student is not None and args.teacher is None:
         from hf_gru.run_directory import TEACHER_DIR
 
-        shared_teacher = MODELS_DIR / "teachers" / "sst2"  # where `accuracy.py` keeps the teacher it fine-tuned
+        shared_teacher = TEACHERS_DIR / "sst2"  # where `accuracy.py` keeps the teacher it fine-tuned
         for candidate in (args.student / TEACHER_DIR, shared_teacher):  # `hf-gru distill --teacher-base` saves it
             if args.teacher is None and (candidate / "config.json").is_file():
                 args.teacher = candidate
