@@ -207,6 +207,10 @@ class Classifier(ABC):
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits `(batch, num_labels)` float32 for int64 `(batch, sequence)` ids and mask."""
 
+    def forward_one_thread(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """`forward` as one worker of `predict_logits` runs it (a backend that spreads a batch over cores: on one)."""
+        return self.forward(input_ids, attention_mask)
+
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
         return self.batch_encoder([clip_text(text, self.tokenizer, self.max_length) for text in texts])
@@ -231,7 +235,7 @@ class Classifier(ABC):
         # Up to N batches at once in workers. The transformers wrapper changes its settings on every call, so it is
         # not safe to share across threads: it runs here; the direct backend (fixed settings) runs in the workers.
         def run(clipped: list[str]) -> np.ndarray:
-            return self.forward(*self.batch_encoder(clipped))
+            return self.forward_one_thread(*self.batch_encoder(clipped))
 
         with ThreadPoolExecutor(self.concurrent_batches) as pool:
             running: deque[tuple[list[int], Future[np.ndarray]]] = deque()
@@ -243,7 +247,7 @@ class Classifier(ABC):
                 if self.batch_encoder.thread_safe:
                     running.append((index, pool.submit(run, clipped)))
                 else:
-                    running.append((index, pool.submit(self.forward, *self.batch_encoder(clipped))))
+                    running.append((index, pool.submit(self.forward_one_thread, *self.batch_encoder(clipped))))
             for done, future in running:
                 logits[done] = future.result()
         return logits
@@ -292,13 +296,15 @@ class TorchClassifier(Classifier):
 class OnnxClassifier(Classifier):
     """ONNX Runtime backend (CPU) on a graph written by `hf-gru export`.
 
-    `threads=N` (default: the cores this process may use, at most 8) runs N batches of `predict_logits` at once,
-    each on one intra-op thread: a GRU's per-step matrix products are too small to split across threads (an
-    intra-op pool synchronises at every time step, which a busy host punishes), while whole batches in parallel need
-    no synchronisation. A single `logits` call always uses one thread.
+    Every session runs on one intra-op thread: a GRU's per-step matrix products are too small to split across
+    threads (an intra-op pool synchronises at every time step, which a busy host punishes). Cores are used by whole
+    rows instead, which need no synchronisation: `threads=N` (default: the cores this process may use, at most 8)
+    runs N batches of `predict_logits` at once, and splits one large batch (`logits`, `forward`) into N groups of
+    rows of similar length, each trimmed of the padding its rows do not need, run at once.
     """
 
     name = "onnx"
+    min_rows_per_part = 8  # below this, handing rows to another thread costs more than it saves
 
     def __init__(
         self,
@@ -315,9 +321,31 @@ class OnnxClassifier(Classifier):
         self.path = Path(path)
         self.session = onnx_session(self.path, threads=1)
         self.concurrent_batches = threads or available_cores()
+        self._row_pool: ThreadPoolExecutor | None = None
+
+    def forward_one_thread(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        parts = min(self.concurrent_batches, len(input_ids) // self.min_rows_per_part)
+        if parts <= 1:
+            return self.forward_one_thread(input_ids, attention_mask)
+        if self._row_pool is None:
+            self._row_pool = ThreadPoolExecutor(self.concurrent_batches, thread_name_prefix="hf_gru_onnx")
+        groups = np.array_split(np.argsort(attention_mask.sum(axis=1), kind="stable"), parts)
+        futures = [self._row_pool.submit(self._run_rows, input_ids[rows], attention_mask[rows]) for rows in groups]
+        logits = np.empty((len(input_ids), self.config.num_labels), dtype=np.float32)
+        for rows, future in zip(groups, futures):
+            logits[rows] = future.result()
+        return logits
+
+    def _run_rows(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Rows of a batch, without the edge columns where all of them are padding (the graph ignores padding)."""
+        used = np.flatnonzero(attention_mask.any(axis=0))
+        if len(used):
+            columns = slice(used[0], used[-1] + 1)
+            input_ids, attention_mask = input_ids[:, columns], attention_mask[:, columns]
+        return self.forward_one_thread(np.ascontiguousarray(input_ids), np.ascontiguousarray(attention_mask))
 
 
 def available_cores() -> int:

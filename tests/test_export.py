@@ -162,6 +162,30 @@ def test_export_cli_int8_accuracy_and_onnx_backend(trec_model, capsys):
                   device="cpu").predict_logits(texts)).max() <= 1e-4  # fmt: skip
 
 
+def test_one_large_batch_runs_split_over_cores_with_the_same_logits(trec_model):
+    directory, test = trec_model
+    export_model(directory)
+    classifier = load_backend(directory, backend="onnx", threads=2)
+    texts = [r["text"] for r in test[:45]] + ["", "what " * 300]
+    ids, mask = classifier.encode(texts)  # right padding
+    lengths = mask.sum(axis=1)
+    left_ids, left_mask = ids.copy(), mask.copy()
+    for row, length in enumerate(lengths):  # the same rows padded on the left
+        left_ids[row], left_mask[row] = (
+            np.roll(ids[row], ids.shape[1] - length),
+            np.roll(mask[row], ids.shape[1] - length),
+        )
+    mixed_ids, mixed_mask = (
+        np.where((np.arange(len(ids)) % 2)[:, None], left_ids, ids),
+        np.where((np.arange(len(ids)) % 2)[:, None], left_mask, mask),
+    )
+    whole = classifier.forward_one_thread(ids, mask)
+    for batch in ((ids, mask), (left_ids, left_mask), (mixed_ids, mixed_mask)):
+        np.testing.assert_allclose(classifier.forward(*batch), whole, atol=1e-5)
+    assert classifier._row_pool is not None  # the batch did run in two groups of rows
+    np.testing.assert_allclose(classifier.logits(texts), whole, atol=1e-5)
+
+
 def test_predict_with_onnx_and_torch_backends_writes_the_same_labels(trec_model, tmp_path):
     directory, test = trec_model
     export_model(directory)
