@@ -326,17 +326,40 @@ class OnnxClassifier(Classifier):
     def forward_one_thread(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
+    def parts_for(self, rows: int) -> int:
+        """How many groups of rows a batch of `rows` texts runs as, at once."""
+        return max(1, min(self.concurrent_batches, rows // self.min_rows_per_part))
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """One request's logits; a large one is tokenized and run as groups of texts of similar length at once."""
+        parts = self.parts_for(len(texts))
+        if parts <= 1 or not self.batch_encoder.thread_safe:
+            return super().logits(texts)
+        clipped = [clip_text(text, self.tokenizer, self.max_length) for text in texts]
+        groups = np.array_split(np.argsort([len(text) for text in clipped], kind="stable"), parts)
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            return self.forward_one_thread(*self.batch_encoder([clipped[i] for i in rows]))
+
+        return self._gather(groups, [self._pool().submit(run, rows) for rows in groups], len(texts))
+
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        parts = min(self.concurrent_batches, len(input_ids) // self.min_rows_per_part)
+        parts = self.parts_for(len(input_ids))
         if parts <= 1:
             return self.forward_one_thread(input_ids, attention_mask)
+        groups = np.array_split(np.argsort(attention_mask.sum(axis=1), kind="stable"), parts)
+        futures = [self._pool().submit(self._run_rows, input_ids[rows], attention_mask[rows]) for rows in groups]
+        return self._gather(groups, futures, len(input_ids))
+
+    def _pool(self) -> ThreadPoolExecutor:
         if self._row_pool is None:
             self._row_pool = ThreadPoolExecutor(self.concurrent_batches, thread_name_prefix="hf_gru_onnx")
-        groups = np.array_split(np.argsort(attention_mask.sum(axis=1), kind="stable"), parts)
-        futures = [self._row_pool.submit(self._run_rows, input_ids[rows], attention_mask[rows]) for rows in groups]
-        logits = np.empty((len(input_ids), self.config.num_labels), dtype=np.float32)
-        for rows, future in zip(groups, futures):
-            logits[rows] = future.result()
+        return self._row_pool
+
+    def _gather(self, groups: list[np.ndarray], futures: list[Future[np.ndarray]], rows: int) -> np.ndarray:
+        logits = np.empty((rows, self.config.num_labels), dtype=np.float32)
+        for group, future in zip(groups, futures):
+            logits[group] = future.result()
         return logits
 
     def _run_rows(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
