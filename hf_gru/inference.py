@@ -211,6 +211,10 @@ class Classifier(ABC):
         """`forward` as one worker of `predict_logits` runs it (a backend that spreads a batch over cores: on one)."""
         return self.forward(input_ids, attention_mask)
 
+    def _run_clipped(self, clipped: list[str]) -> np.ndarray:
+        """Tokenize and run clipped texts on one thread: a worker's whole job once the encoder is thread-safe."""
+        return self.forward_one_thread(*self.batch_encoder(clipped))
+
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
         return self.batch_encoder([clip_text(text, self.tokenizer, self.max_length) for text in texts])
@@ -234,9 +238,6 @@ class Classifier(ABC):
 
         # Up to N batches at once in workers. The transformers wrapper changes its settings on every call, so it is
         # not safe to share across threads: it runs here; the direct backend (fixed settings) runs in the workers.
-        def run(clipped: list[str]) -> np.ndarray:
-            return self.forward_one_thread(*self.batch_encoder(clipped))
-
         with ThreadPoolExecutor(self.concurrent_batches) as pool:
             running: deque[tuple[list[int], Future[np.ndarray]]] = deque()
             for index in batches:
@@ -245,7 +246,7 @@ class Classifier(ABC):
                     logits[done] = future.result()
                 clipped = [clip_text(texts[i], self.tokenizer, self.max_length) for i in index]
                 if self.batch_encoder.thread_safe:
-                    running.append((index, pool.submit(run, clipped)))
+                    running.append((index, pool.submit(self._run_clipped, clipped)))
                 else:
                     running.append((index, pool.submit(self.forward_one_thread, *self.batch_encoder(clipped))))
             for done, future in running:
@@ -337,11 +338,8 @@ class OnnxClassifier(Classifier):
             return super().logits(texts)
         clipped = [clip_text(text, self.tokenizer, self.max_length) for text in texts]
         groups = np.array_split(np.argsort([len(text) for text in clipped], kind="stable"), parts)
-
-        def run(rows: np.ndarray) -> np.ndarray:
-            return self.forward_one_thread(*self.batch_encoder([clipped[i] for i in rows]))
-
-        return self._gather(groups, [self._pool().submit(run, rows) for rows in groups], len(texts))
+        futures = [self._pool().submit(self._run_clipped, [clipped[i] for i in rows]) for rows in groups]
+        return self._gather(groups, futures, len(texts))
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         parts = self.parts_for(len(input_ids))
