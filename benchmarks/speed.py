@@ -62,8 +62,7 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
         eval_texts, eval_labels = [texts[i] for i in index], [labels[i] for i in index]
         log(f"{dataset}: building systems, accuracy on {len(eval_texts)} test texts")
         systems, checks = ss.hf_gru_systems("hf_gru", "hf_gru", model_dir, eval_texts, eval_labels, "hf_gru")
-        results["models"][dataset] = {"path": display_path(model_dir), "parameters": systems[0].parameters,
-                                      "max_length": systems[0].max_length, **record}  # fmt: skip
+        results["models"][dataset] = model_record(model_dir, systems[0], record)
         accuracy = {key: check.get("accuracy") for key, check in checks.items() if isinstance(check, dict)}
         block_checks: dict[str, Any] = {"hf_gru": checks}
         if part == "short" and args.student:
@@ -125,9 +124,14 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
                                             [labels[i] for i in index], "hf_gru")  # fmt: skip
         names = {s.key: s.describe() for s in systems}
         results.setdefault("int8_checks", {})[dataset] = {"systems": names, "checks": {"hf_gru": checks}}
-        results["models"][dataset] = {"path": display_path(model_dir), "parameters": systems[0].parameters,
-                                      "max_length": systems[0].max_length, **record}  # fmt: skip
+        results["models"][dataset] = model_record(model_dir, systems[0], record)
     return results
+
+
+def model_record(model_dir: Path, system: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """What speed.json says of an hf_gru model a block timed or checked: where it is, its size, how it was made."""
+    return {"path": display_path(model_dir), "parameters": system.parameters, "max_length": system.max_length,
+            **record}  # fmt: skip
 
 
 def display_path(path: Path) -> str:
