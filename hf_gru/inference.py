@@ -151,7 +151,7 @@ class BatchEncoder:
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self.backend is None or not texts:
             return self._through_wrapper(texts)
-        encodings = self.backend.encode_batch(texts)
+        encodings = self.backend.encode_batch_fast(texts)  # no character offsets: 15-20% faster, the same ids
         ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         return ids, mask
@@ -301,11 +301,15 @@ class OnnxClassifier(Classifier):
     threads (an intra-op pool synchronises at every time step, which a busy host punishes). Cores are used by whole
     rows instead, which need no synchronisation: `threads=N` (default: the cores this process may use, at most 8)
     runs N batches of `predict_logits` at once, and splits one large batch (`logits`, `forward`) into N groups of
-    rows of similar length, each trimmed of the padding its rows do not need, run at once.
+    rows of similar length run at once. Each thread runs its rows as one or more session calls of rows of similar
+    token length (`length_groups`), each trimmed of the padding its rows do not need.
     """
 
     name = "onnx"
     min_rows_per_part = 8  # below this, handing rows to another thread costs more than it saves
+    # A session call's fixed cost in GRU row-steps (one row, one time step): measured on the sst2 student, about
+    # 30 us a call against 3-4 us a row-step, single-threaded.
+    call_cost_in_steps = 10
 
     def __init__(
         self,
@@ -323,9 +327,6 @@ class OnnxClassifier(Classifier):
         self.session = onnx_session(self.path, threads=1)
         self.concurrent_batches = threads or available_cores()
         self._row_pool: ThreadPoolExecutor | None = None
-
-    def forward_one_thread(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
     def parts_for(self, rows: int) -> int:
         """How many groups of rows a batch of `rows` texts runs as, at once."""
@@ -346,7 +347,9 @@ class OnnxClassifier(Classifier):
         if parts <= 1:
             return self.forward_one_thread(input_ids, attention_mask)
         groups = np.array_split(np.argsort(attention_mask.sum(axis=1), kind="stable"), parts)
-        futures = [self._pool().submit(self._run_rows, input_ids[rows], attention_mask[rows]) for rows in groups]
+        futures = [
+            self._pool().submit(self.forward_one_thread, input_ids[rows], attention_mask[rows]) for rows in groups
+        ]
         return self._gather(groups, futures, len(input_ids))
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -360,13 +363,44 @@ class OnnxClassifier(Classifier):
             logits[group] = future.result()
         return logits
 
-    def _run_rows(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Rows of a batch, without the edge columns where all of them are padding (the graph ignores padding)."""
+    def forward_one_thread(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Rows of a batch on this thread, as one or more session calls of rows of similar token length.
+
+        ONNX Runtime's GRU steps every row of a call up to the call's longest row, so 16 short texts with one long
+        one pay the long one's steps 16 times. The rows, sorted by length, run as 1, 2, 4, ... equal groups, as
+        many as make the fewest row-steps once each call's fixed cost is counted (`call_cost_in_steps`).
+        """
+        groups = length_groups(attention_mask.sum(axis=1), self.min_rows_per_part, self.call_cost_in_steps)
+        if len(groups) <= 1:
+            return self._run_trimmed(input_ids, attention_mask)
+        logits = np.empty((len(input_ids), self.config.num_labels), dtype=np.float32)
+        for rows in groups:
+            logits[rows] = self._run_trimmed(input_ids[rows], attention_mask[rows])
+        return logits
+
+    def _run_trimmed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Rows without the edge columns where all of them are padding (the graph ignores padding)."""
         used = np.flatnonzero(attention_mask.any(axis=0))
         if len(used):
             columns = slice(used[0], used[-1] + 1)
             input_ids, attention_mask = input_ids[:, columns], attention_mask[:, columns]
-        return self.forward_one_thread(np.ascontiguousarray(input_ids), np.ascontiguousarray(attention_mask))
+        feed = {"input_ids": np.ascontiguousarray(input_ids), "attention_mask": np.ascontiguousarray(attention_mask)}
+        return self.session.run(["logits"], feed)[0]
+
+
+def length_groups(lengths: np.ndarray, min_rows: int, call_cost: int) -> list[np.ndarray]:
+    """Row indices sorted by length, split into the 1, 2, 4, ... equal groups (of at least `min_rows` rows) that
+    cost the fewest GRU row-steps, when each group steps all its rows to its longest one and a call costs
+    `call_cost` row-steps more."""
+    order = np.argsort(lengths, kind="stable")
+    best, best_cost, parts = [order], None, 1
+    while len(order) // parts >= min_rows:
+        groups = np.array_split(order, parts)
+        cost = sum(len(group) * int(lengths[group[-1]]) + call_cost for group in groups)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = groups, cost
+        parts *= 2
+    return best
 
 
 def available_cores() -> int:

@@ -179,9 +179,10 @@ def test_one_large_batch_runs_split_over_cores_with_the_same_logits(trec_model):
         np.where((np.arange(len(ids)) % 2)[:, None], left_ids, ids),
         np.where((np.arange(len(ids)) % 2)[:, None], left_mask, mask),
     )
-    whole = classifier.forward_one_thread(ids, mask)
+    whole = classifier.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]  # one call, all rows
     for batch in ((ids, mask), (left_ids, left_mask), (mixed_ids, mixed_mask)):
         np.testing.assert_allclose(classifier.forward(*batch), whole, atol=1e-5)
+        np.testing.assert_allclose(classifier.forward_one_thread(*batch), whole, atol=1e-5)  # calls of ~8 rows
     assert classifier._row_pool is not None  # the batch did run in two groups of rows
     np.testing.assert_allclose(classifier.logits(texts), whole, atol=1e-5)
 

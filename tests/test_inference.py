@@ -1,4 +1,5 @@
-"""The serving path's tokenization: the direct Rust encoder must give exactly what the transformers wrapper gives."""
+"""The serving path: the direct Rust encoder must give exactly what the transformers wrapper gives; rows run in
+groups of similar length."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from conftest import shared_dataset
 from test_reliability import read_jsonl
 
 from hf_gru import GRUConfig, GRUForSequenceClassification
-from hf_gru.inference import BatchEncoder, TorchClassifier
+from hf_gru.inference import BatchEncoder, TorchClassifier, length_groups
 from hf_gru.tokenization import load_tokenizer, train_tokenizer
 
 
@@ -75,3 +76,15 @@ def test_concurrent_predict_logits_equal_one_batch_at_a_time(sst2_texts):
     np.testing.assert_allclose(concurrent, one_at_a_time, atol=1e-5)
     single = np.concatenate([classifier.logits([text]) for text in texts[:20]])
     np.testing.assert_allclose(one_at_a_time[:20], single, atol=1e-5)
+
+
+def test_rows_run_in_length_groups_only_where_that_saves_steps():
+    same = np.full(32, 20)
+    assert [len(g) for g in length_groups(same, 8, 10)] == [32]  # equal lengths: one call
+    assert [len(g) for g in length_groups(np.full(15, 3), 8, 10)] == [15]  # too few rows to split
+    lengths = np.array([5] * 15 + [60] + [6] * 16)
+    groups = length_groups(lengths, 8, 10)
+    assert len(groups) > 1 and sorted(np.concatenate(groups).tolist()) == list(range(32))  # every row once
+    assert all(lengths[g].max() == 5 or lengths[g].max() == 6 for g in groups[:-1])  # the long row pads alone
+    assert sum(len(g) * lengths[g].max() for g in groups) < 32 * 60
+    assert len(length_groups(lengths, 8, 10_000)) == 1  # calls dearer than the padding they save: one call
