@@ -218,6 +218,25 @@ def test_embeddings_start_from_the_source_model(tmp_path, tokenizer):
         reduce_embeddings(matrix, 64)
 
 
+def test_teacher_fine_tunes_on_a_seeded_subset_when_asked(tmp_path, tokenizer):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+
+    def split(n: int) -> Dataset:
+        texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(n)]
+        return Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(n)]}, features)
+
+    data = DatasetDict({"train": split(40), "validation": split(8)})
+    base = _tiny_bert(tmp_path, tokenizer, classifier=False)
+    settings = teacher_module.TeacherSettings(epochs=1, batch_size=8, max_length=16, max_train_samples=12)
+    metrics = teacher_module.fine_tune_teacher(str(base), data, tmp_path / "teacher", settings)
+    assert metrics["train_samples"] == 12 and "eval_accuracy" in metrics
+    assert json.loads((tmp_path / "teacher" / "all_results.json").read_text())["train_samples"] == 12
+    with pytest.raises(ValueError, match="--teacher_max_train_samples must be at least 1"):
+        DistillationArguments(teacher_base="m", teacher_max_train_samples=0)
+
+
 def test_parser_accepts_dashes_and_distill_defaults():
     _, data_args, training_args, distill_args = parse_distillation_arguments(
         ["--dataset", "trec", "--output-dir", "o", "--teacher-base", "m", "--augment-copies", "3"]

@@ -73,6 +73,11 @@ class DistillationArguments:
     teacher_learning_rate: float = field(default=5e-5, metadata={"help": "learning rate of the teacher fine-tuning"})
     teacher_batch_size: int = field(default=32, metadata={"help": "batch size of the teacher fine-tuning"})
     teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per text"})
+    teacher_max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "fine-tune the teacher on this many training texts (seeded subset; the student still "
+                  "learns from the teacher's logits on the whole transfer set)"},
+    )  # fmt: skip
     labelling_batch_size: int = field(default=128, metadata={"help": "texts per teacher forward pass in labelling"})
     augment_copies: int = field(default=10, metadata={"help": "augmented copies drawn per training text (0: none)"})
     mask_probability: float = field(default=0.1, metadata={"help": "per-word masking probability (Tang et al.)"})
@@ -114,6 +119,8 @@ class DistillationArguments:
             raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
         if self.embedding_init not in METHODS:
             raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
+        if self.teacher_max_train_samples is not None and self.teacher_max_train_samples < 1:
+            raise ValueError(f"--teacher_max_train_samples must be at least 1, got {self.teacher_max_train_samples}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
         if self.reuse_teacher_logits and not (Path(self.reuse_teacher_logits) / TEACHER_FINGERPRINT_FILE).is_file():
@@ -350,6 +357,7 @@ def run_distillation(
             batch_size=distill_args.teacher_batch_size,
             max_length=distill_args.teacher_max_length,
             seed=training_args.seed,
+            max_train_samples=distill_args.teacher_max_train_samples,
         )
         fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True)
     with training_args.main_process_first(desc="teacher labelling"):

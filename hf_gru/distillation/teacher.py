@@ -49,6 +49,7 @@ class TeacherSettings:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     seed: int = 42
+    max_train_samples: int | None = None  # fine-tune on a seeded subset where the CPU cannot afford the whole split
 
 
 def label_mapping(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -84,6 +85,9 @@ def fine_tune_teacher(
     set_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(names), **label_mapping(names))
+    if settings.max_train_samples is not None and settings.max_train_samples < len(data["train"]):
+        subset = data["train"].shuffle(seed=settings.seed).select(range(settings.max_train_samples))
+        data = DatasetDict({**data, "train": subset})
     tokenized = _tokenize(data, tokenizer, settings.max_length)
     args = TrainingArguments(
         output_dir=str(output_dir),
