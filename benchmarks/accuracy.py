@@ -118,6 +118,17 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
+def distillation_loss_of(distill_args: str) -> str:
+    """The loss a distillation run used: the one named in its options, else `hf-gru distill`'s default."""
+    from hf_gru.distillation import DistillationArguments
+
+    options = distill_args.split()
+    for flag in ("--distillation_loss", "--distillation-loss"):
+        if flag in options[:-1]:
+            return options[options.index(flag) + 1]
+    return DistillationArguments.__dataclass_fields__["distillation_loss"].default
+
+
 def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: str = "hf_gru") -> dict[str, Any]:
     """hf_gru through the library, once per seed (42, 43, ...); returns {system key: result}.
 
@@ -184,9 +195,11 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
             }
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
+    distilling = variant == "hf_gru_distilled"
     result = {
-        "preset": "student (distill default)" if variant == "hf_gru_distilled" else args.preset,
-        "extra_args": args.gru_args,
+        "preset": "student (distill default)" if distilling else args.preset,
+        "extra_args": " ".join(filter(None, [args.gru_args, args.distill_args if distilling else ""])),
+        **({"loss": distillation_loss_of(args.distill_args)} if distilling else {}),
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
         "parameters": trained["parameters"],
@@ -332,6 +345,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
                 "hf_gru_distilled": "hf_gru distilled from the MiniLM teacher"}[key]  # fmt: skip
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
         subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
+        subset += f", {entry['loss']} loss" if entry.get("loss") else ""
+        subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":
         return f"MiniLM-L6 teacher, fine-tuned on {entry.get('train_samples', '?')} train"

@@ -242,7 +242,7 @@ def test_parser_accepts_dashes_and_distill_defaults():
         ["--dataset", "trec", "--output-dir", "o", "--teacher-base", "m", "--augment-copies", "3"]
     )
     assert (data_args.dataset, training_args.output_dir, distill_args.teacher_base) == ("trec", "o", "m")
-    assert distill_args.augment_copies == 3 and distill_args.distillation_loss == "mse"
+    assert distill_args.augment_copies == 3 and distill_args.distillation_loss == "kl"
     model_args, _, training_args, _ = parse_distillation_arguments(["--dataset", "d", "--teacher", "t"])
     assert model_args.preset == "student" and training_args.num_train_epochs == 6  # the measured student recipe
 
