@@ -119,14 +119,11 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def distillation_loss_of(distill_args: str) -> str:
-    """The loss a distillation run used: the one named in its options, else `hf-gru distill`'s default."""
-    from hf_gru.distillation import DistillationArguments
+    """The loss a distillation run used, read by `hf-gru distill`'s own parser (its default where not named)."""
+    from hf_gru.distillation import parse_distillation_arguments
 
-    options = distill_args.split()
-    for flag in ("--distillation_loss", "--distillation-loss"):
-        if flag in options[:-1]:
-            return options[options.index(flag) + 1]
-    return DistillationArguments.__dataclass_fields__["distillation_loss"].default
+    *_, distill = parse_distillation_arguments(["--dataset", "-", "--teacher", "-", *distill_args.split()])
+    return distill.distillation_loss
 
 
 def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: str = "hf_gru") -> dict[str, Any]:

@@ -160,9 +160,9 @@ def distillation_loss(
     teacher: torch.Tensor,
     labels: torch.Tensor | None,
     *,
-    kind: str = "kl",
-    temperature: float = 2.0,
-    gold_weight: float = 0.5,
+    kind: str = DistillationArguments.distillation_loss,
+    temperature: float = DistillationArguments.temperature,
+    gold_weight: float = DistillationArguments.gold_weight,
 ) -> torch.Tensor:
     """``mse``: mean squared error between logits (Tang et al. 2019). ``kl``: Hinton's T²-scaled KL between the
     softened distributions, plus `gold_weight` × cross-entropy on the rows that have a gold label."""
