@@ -56,6 +56,7 @@ from .run_directory import (
     final_split,
 )
 from .tokenization import load_tokenizer, train_tokenizer
+from .training import scale_embedding_learning_rate
 
 __all__ = ["LoopArguments", "LoopState", "parse_accelerate_arguments", "run_accelerate_training"]
 
@@ -191,7 +192,8 @@ def _train_sampler(
 
 
 def _optimizer(model: GRUForSequenceClassification, training_args: TrainingArguments) -> torch.optim.Optimizer:
-    """The Trainer's optimizer: its class and options from the arguments, no weight decay on biases and norms."""
+    """The Trainer's optimizer: its class and options from the arguments, no weight decay on biases and norms, the
+    embedding table at its own rate (as `GRUTrainer`)."""
     decay = set(Trainer.get_decay_parameter_names(None, model))  # uses no Trainer state: the rule is all we take
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad]},
@@ -199,7 +201,10 @@ def _optimizer(model: GRUForSequenceClassification, training_args: TrainingArgum
     ]
     groups[0]["weight_decay"], groups[1]["weight_decay"] = training_args.weight_decay, 0.0
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
-    return optimizer_cls(groups, **optimizer_kwargs)
+    optimizer = optimizer_cls(groups, **optimizer_kwargs)
+    multiplier = getattr(training_args, "embedding_learning_rate_multiplier", 1.0)
+    scale_embedding_learning_rate(optimizer, model, multiplier)
+    return optimizer
 
 
 class _Loop:

@@ -36,6 +36,7 @@ ARCHITECTURE_FIELDS = (
     "classifier_dropout",
     "output_gate",
     "gru_implementation",
+    "embedding_init_std",
 )
 _HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 _TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
@@ -66,6 +67,9 @@ class ModelArguments:
     classifier_dropout: float | None = field(default=None, metadata={"help": "dropout before the classifier"})
     output_gate: bool | None = field(default=None, metadata={"help": "the seed article's output-gate variant"})
     gru_implementation: str | None = field(default=None, metadata={"help": "fused (default) or reference"})
+    embedding_init_std: float | None = field(
+        default=None, metadata={"help": "std of the normal init of an embedding table learnt from scratch"}
+    )
     tokenizer: str | None = field(
         default=None, metadata={"help": "path or Hub id of an existing tokenizer; default: train one on the data"}
     )
@@ -132,6 +136,13 @@ class GRUTrainingArguments(TrainingArguments):
         default=3, metadata={"help": "stop after this many evaluations without improvement (0 or None: never)"}
     )
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    embedding_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata={
+            "help": "the embedding table's learning rate / learning_rate (10 moved SST-2 and MR up about 1 point "
+            "from scratch and TREC and SST-5 down: BENCHMARKS.md)"
+        },
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.06, metadata={"help": "warmup steps, or a ratio of all steps if < 1"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})

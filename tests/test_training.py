@@ -174,3 +174,36 @@ def test_gru_weights_train_and_stay_finite_on_a_real_batch(tmp_path):
     losses = [entry["loss"] for entry in outcome.log_history if "loss" in entry]
     assert len(losses) >= 4 and all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < losses[0]
+
+
+def test_embedding_table_learns_at_its_own_rate_in_both_engines(tmp_path):
+    from hf_gru import GRUConfig
+    from hf_gru.accelerate_loop import _optimizer
+    from hf_gru.training import GRUTrainer
+
+    model_args, _, args = parse_training_arguments(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--embedding_learning_rate_multiplier",
+            "30",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            *QUIET,
+        ]
+    )
+    model = GRUForSequenceClassification(GRUConfig(vocab_size=50, embedding_size=8, hidden_size=8, num_labels=2))
+    table = model.get_input_embeddings().weight
+    trainer = GRUTrainer(model=model, args=args)
+    assert parse_training_arguments(["--output_dir", "x"])[2].embedding_learning_rate_multiplier == 1.0  # default
+    for optimizer in (trainer.create_optimizer(), trainer.create_optimizer(), _optimizer(model, args)):
+        groups = [g for g in optimizer.param_groups if g["params"]]
+        params = [p for g in groups for p in g["params"]]
+        assert len(params) == len(list(model.parameters())) == len({id(p) for p in params})  # each exactly once
+        (embedding,) = [g for g in groups if any(p is table for p in g["params"])]
+        assert embedding["params"] == [table] and embedding["lr"] == pytest.approx(30 * args.learning_rate)
+        assert all(g["lr"] == args.learning_rate for g in groups if g is not embedding)
