@@ -21,6 +21,7 @@ from hf_gru.run_directory import RESULTS_FILE, plan_run_directory, staging_dir
 from hf_gru.training import run_training
 
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
+NO_EVALUATION = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
 
 
 @pytest.mark.slow
@@ -159,12 +160,7 @@ def test_gru_weights_train_and_stay_finite_on_a_real_batch(tmp_path):
                 "512",
                 "--num_train_epochs",
                 "3",
-                "--eval_strategy",
-                "no",
-                "--save_strategy",
-                "no",
-                "--load_best_model_at_end",
-                "false",
+                *NO_EVALUATION,
                 "--logging_steps",
                 "4",
                 *QUIET,
@@ -187,12 +183,7 @@ def test_embedding_table_learns_at_its_own_rate_in_both_engines(tmp_path):
             str(tmp_path),
             "--embedding_learning_rate_multiplier",
             "30",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *NO_EVALUATION,
             *QUIET,
         ]
     )
