@@ -202,8 +202,7 @@ def _optimizer(model: GRUForSequenceClassification, training_args: TrainingArgum
     groups[0]["weight_decay"], groups[1]["weight_decay"] = training_args.weight_decay, 0.0
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
     optimizer = optimizer_cls(groups, **optimizer_kwargs)
-    multiplier = getattr(training_args, "embedding_learning_rate_multiplier", 1.0)
-    scale_embedding_learning_rate(optimizer, model, multiplier)
+    scale_embedding_learning_rate(optimizer, model, training_args)
     return optimizer
 
 

@@ -10,7 +10,7 @@ import time
 
 import datasets
 import torch
-from transformers import EarlyStoppingCallback, Trainer
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .arguments import DataArguments, GRUTrainingArguments, ModelArguments, parse_training_arguments
@@ -42,13 +42,17 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-def scale_embedding_learning_rate(optimizer: torch.optim.Optimizer, model: torch.nn.Module, multiplier: float) -> None:
-    """Move the input-embedding table into its own parameter group at `multiplier` × its group's learning rate.
+def scale_embedding_learning_rate(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, training_args: TrainingArguments
+) -> None:
+    """Move the input-embedding table into its own parameter group at `embedding_learning_rate_multiplier` × its
+    group's learning rate (1, nothing moved, for arguments without the field).
 
     Why: under Adam every weight moves about `lr` a step, so a table drawn from N(0, 1) stays nearly random at the
     rate that suits the GRU (cosine good/great 0.10 after 10 SST-2 epochs; 0.31 at 30x). Its accuracy effect is
     mixed (BENCHMARKS.md), so the default is 1. Call it before the scheduler is built; idempotent.
     """
+    multiplier = getattr(training_args, "embedding_learning_rate_multiplier", 1.0)
     table = model.get_input_embeddings().weight
     if multiplier == 1 or any(group.get("embedding_table") for group in optimizer.param_groups):
         return
@@ -72,8 +76,7 @@ class GRUTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        multiplier = getattr(self.args, "embedding_learning_rate_multiplier", 1.0)
-        scale_embedding_learning_rate(optimizer, self.model if model is None else model, multiplier)
+        scale_embedding_learning_rate(optimizer, self.model if model is None else model, self.args)
         return optimizer
 
     def _get_train_sampler(self, train_dataset=None):

@@ -177,7 +177,7 @@ def test_embedding_table_learns_at_its_own_rate_in_both_engines(tmp_path):
     from hf_gru.accelerate_loop import _optimizer
     from hf_gru.training import GRUTrainer
 
-    model_args, _, args = parse_training_arguments(
+    *_, args = parse_training_arguments(
         [
             "--output_dir",
             str(tmp_path),
