@@ -296,6 +296,11 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_student_from_scra
     assert agreement["student"] > agreement["scratch"] + 0.03, agreement
     assert {"teacher_test_accuracy", "test_accuracy", "num_parameters"} <= set(student.metrics)
     assert (tmp_path / "student" / "teacher_logits" / "fingerprint.json").is_file()
+    # the teacher read test once, for the student run, and its own results say the same (reusable with --teacher)
+    teacher_results = json.loads((teacher_dir / "all_results.json").read_text())
+    assert teacher_results["test_accuracy"] == student.metrics["teacher_test_accuracy"]
+    assert teacher_results["eval_accuracy"] == student.metrics["teacher_eval_accuracy"]
+    assert "train_runtime" in teacher_results and "base_model" in teacher_results
 
 
 def test_transfer_set_is_training_texts_then_augmented_then_new_unlabeled_texts(tmp_path):

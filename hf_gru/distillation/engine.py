@@ -45,6 +45,7 @@ from .teacher import (
     label_texts,
     load_teacher,
     predict_logits,
+    record_teacher_results,
     teacher_fingerprint,
 )
 from .unlabeled import load_unlabeled_texts
@@ -239,10 +240,10 @@ def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _evaluate_teacher(teacher, tokenizer, data, max_length: int, batch_size: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The teacher's metrics (``teacher_eval_*`` on validation, ``teacher_test_*`` on test) and its logits there."""
+    """The teacher's metrics (``eval_*`` on validation, ``test_*`` on test) and its logits there."""
     compute = build_compute_metrics("single_label_classification")
     metrics, logits = {}, {}
-    for split, prefix in (("validation", "teacher_eval_"), ("test", "teacher_test_")):
+    for split, prefix in (("validation", "eval_"), ("test", "test_")):
         if split not in data.raw:
             continue
         raw = data.raw[split]
@@ -360,7 +361,8 @@ def run_distillation(
             seed=training_args.seed,
             max_train_samples=distill_args.teacher_max_train_samples,
         )
-        fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True)
+        # evaluate=False: the teacher reads validation and test once, below, for its logits as well as its metrics
+        fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True, evaluate=False)
     with training_args.main_process_first(desc="teacher labelling"):
         if distill_args.teacher_base:
             teacher, tokenizer = load_teacher(str(teacher_dir))
@@ -369,6 +371,8 @@ def run_distillation(
         teacher_metrics, teacher_logits = _evaluate_teacher(
             teacher, tokenizer, data, distill_args.teacher_max_length, distill_args.labelling_batch_size
         )
+        if distill_args.teacher_base and training_args.process_index == 0:
+            record_teacher_results(teacher_dir, teacher_metrics)  # so DIR/teacher/ is complete for --teacher
         train = data.raw["train"]
         if data_args.max_train_samples is not None:  # the same subset prepare_training_data took
             train = train.shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(train))))
@@ -409,7 +413,7 @@ def run_distillation(
         run.model, training_args, data, run.problem_type, trainer_class=DistillationTrainer, distillation=distill_args
     )
     metrics, predictions = train_and_evaluate(run, trainer)
-    metrics.update(teacher_metrics)
+    metrics.update(_prefixed(teacher_metrics, "teacher_"))
     metrics["num_parameters"] = sum(p.numel() for p in trainer.model.parameters())
     metrics["transfer_set_size"] = len(texts)
     if predictions is not None and "test" in teacher_logits and data.has_test:
