@@ -186,9 +186,11 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: Pa
 
 
 def save_results(output_dir: Path, metrics: dict[str, float]) -> Path:
-    """`all_results.json`, the way `Trainer.save_metrics(..., combined=True)` writes it."""
-    path = output_dir / RESULTS_FILE
-    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8")
+    """`all_results.json`, the way `Trainer.save_metrics(..., combined=True)` writes it (whole, or not at all)."""
+    path = Path(output_dir) / RESULTS_FILE
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps(dict(sorted(metrics.items())), indent=4) + "\n", encoding="utf-8")
+    staging.replace(path)
     return path
 
 

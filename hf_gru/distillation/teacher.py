@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from ..metrics import build_compute_metrics
-from ..run_directory import RESULTS_FILE, TEACHER_FINGERPRINT_FILE
+from ..run_directory import RESULTS_FILE, TEACHER_FINGERPRINT_FILE, read_results, save_results
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +151,9 @@ def fine_tune_teacher(
 
 
 def record_teacher_results(teacher_dir: str | Path, metrics: dict[str, Any]) -> None:
-    """Merge `metrics` into the teacher's ``all_results.json`` (written whole to a sibling, then renamed)."""
-    path = Path(teacher_dir) / RESULTS_FILE
-    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    results.update(metrics)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(dict(sorted(results.items())), indent=4) + "\n", encoding="utf-8")
-    staging.replace(path)
+    """Merge `metrics` into the teacher's ``all_results.json``."""
+    results = read_results(teacher_dir) if (Path(teacher_dir) / RESULTS_FILE).is_file() else {}
+    save_results(Path(teacher_dir), {**results, **metrics})
 
 
 def load_teacher(reference: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
