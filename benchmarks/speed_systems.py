@@ -1,7 +1,7 @@
 """What `speed.py` times: the texts, and every system built the way a user would run it, with its accuracy.
 
 - hf_gru from scratch (trained once through the library, cached in `benchmarks/results/models/<dataset>`, shared
-  with `accuracy.py`), in four variants through `hf_gru.inference.load_backend`: torch fp32, torch int8 (dynamic
+  with `accuracy.py`), in four variants through `hf_gru.backends.load_backend`: torch fp32, torch int8 (dynamic
   quantization), ONNX Runtime fp32 and int8 (exported by `hf_gru.export.export_model` into
   `benchmarks/results/models/exports/`, never into the model's own folder);
 - the distilled student and its teacher, when their model directories are given (`--student`, `--teacher`);
@@ -129,7 +129,7 @@ def hf_gru_systems(
     """torch fp32/int8 and ONNX fp32/int8 systems of one saved hf_gru model, with each variant's accuracy."""
     from library import describe_model
 
-    from hf_gru.inference import load_backend
+    from hf_gru.backends import load_backend
 
     parameters = describe_model(model_dir)["parameters"]
     export = export_dir_for(model_dir)
@@ -180,7 +180,7 @@ def transformer_systems(lengths: list[int]) -> list[System]:
     from peers import minilm_path
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-    from hf_gru.inference import TorchClassifier
+    from hf_gru.backends import TorchClassifier
     from hf_gru.tokenization import load_tokenizer
 
     path = minilm_path()
@@ -201,7 +201,7 @@ def transformer_systems(lengths: list[int]) -> list[System]:
 
 def teacher_system(model_dir: Path, texts: list[str], labels: list[str]) -> tuple[System, float]:
     """The distillation teacher (any fine-tuned transformers classifier), torch fp32, with its accuracy."""
-    from hf_gru.inference import load_backend
+    from hf_gru.backends import load_backend
 
     classifier = load_backend(model_dir, backend="torch", device="cpu")
     accuracy, _ = classifier_accuracy(classifier, texts, labels)

@@ -3,7 +3,7 @@
 Every system sees the same batches of texts in the same order, interleaved round by round (the order rotated each
 round) so that load from other jobs on the machine hits all of them alike; results are per-round ratios against
 reference systems (hf_gru fp32, fastText), medians over rounds. Times are end to end: a text in, a label out, the
-tokenizer included; where a system splits tokenizer and model (the `hf_gru.inference` classifiers), the model-only
+tokenizer included; where a system splits tokenizer and model (the `hf_gru.backends` classifiers), the model-only
 share is measured in the same pass.
 """
 
@@ -34,7 +34,7 @@ class System:
 
 
 class ClassifierSystem(System):
-    """An `hf_gru.inference` classifier (torch or ONNX Runtime backend, any model): tokenizer, then forward."""
+    """An `hf_gru.backends` classifier (torch or ONNX Runtime backend, any model): tokenizer, then forward."""
 
     def __init__(self, key: str, name: str, classifier: Any, parameters: int | None, kind: str) -> None:
         super().__init__(key, name, parameters, classifier.max_length, kind)

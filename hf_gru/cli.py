@@ -55,7 +55,8 @@ def _print_result(output_dir: Path, metrics: dict[str, float]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .inference import evaluate_model, load_backend
+    from .backends import load_backend
+    from .predict import evaluate_model
 
     classifier = load_backend(
         args.model, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
@@ -74,7 +75,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .inference import load_backend, predict_file, write_predictions_atomically
+    from .backends import load_backend
+    from .predict import predict_file, write_predictions_atomically
 
     def write(handle) -> int:
         classifier = load_backend(

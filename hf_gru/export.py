@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backends import INSTALL_HINT, import_onnxruntime, load_classifier, onnx_session
 from .modeling_gru import GRUForSequenceClassification
 from .run_directory import (
     CONFIG_FILE,
@@ -45,7 +46,6 @@ DEFAULT_OPSET = 17
 # Integer Clip (the length clamps) needs opset 12; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET = 12, 20
 QUANTIZATIONS = ("int8",)
-INSTALL_HINT = "install the ONNX extra: pip install 'hf-gru[onnx]'"
 # Copied beside the graph when present, so AutoConfig / AutoTokenizer (and optimum) can read the folder.
 _CONFIG_FILES = (CONFIG_FILE, "configuration_gru.py")
 _TOKENIZER_FILES = (TOKENIZER_CONFIG_FILE, *TOKENIZER_VOCAB_FILES, *TOKENIZER_EXTRA_FILES)
@@ -59,15 +59,6 @@ PARITY_TEXTS = (
     "   ",
     "What is the capital of Australia ?",
 )
-
-
-def import_onnxruntime() -> ModuleType:
-    """`onnxruntime`, or an ImportError that says how to install it."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(f"onnxruntime is not installed; {INSTALL_HINT}") from error
-    return onnxruntime
 
 
 def _import_onnx() -> ModuleType:
@@ -240,23 +231,6 @@ def quantize_int8(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def onnx_session(path: str | Path, *, threads: int | None = None):
-    """A CPU `InferenceSession` with all graph optimisations.
-
-    `threads` (intra-op) defaults to 1: the GRU's per-step matrix products are too small to split across threads
-    well, and on a busy host a thread pool that waits at every step is several times slower (measured: batch-1 p50
-    1.9 ms on one thread against 9.4 ms on two). Idle workers sleep instead of spinning, so they never steal cores.
-    """
-    ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    options.intra_op_num_threads = 1 if threads is None else threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _parity_batches(tokenizer, texts: list[str], max_length: int) -> list[dict[str, np.ndarray]]:
     """The parity texts padded on the right and on the left, and one row per text (no padding at all)."""
     batches = []
@@ -310,7 +284,6 @@ def export_model(
     """Exports a saved model to `output_dir` (default `<model_dir>/onnx`), checks the graph and its parity with
     PyTorch, and only then moves the files into place (a failed export leaves an existing folder untouched)."""
     from .data import resolve_max_length
-    from .inference import load_classifier
 
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
     if quantize is not None and quantize not in QUANTIZATIONS:

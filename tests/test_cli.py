@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import shared_dataset
 
+from hf_gru.backends import load_classifier
 from hf_gru.cli import main
-from hf_gru.inference import classify, load_classifier
+from hf_gru.predict import classify
 
 SMALL = [
     "--preset", "small",

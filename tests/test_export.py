@@ -13,11 +13,11 @@ from conftest import shared_dataset
 from test_reliability import read_jsonl, save_model
 
 from hf_gru import GRUConfig, GRUForSequenceClassification
+from hf_gru.backends import load_backend, onnx_session, resolve_backend
 from hf_gru.cli import main
-from hf_gru.inference import load_backend, resolve_backend
 
 pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed (pip install 'hf-gru[onnx]')")
-from hf_gru.export import ExportableClassifier, export_graph, export_model, onnx_session  # noqa: E402
+from hf_gru.export import ExportableClassifier, export_graph, export_model  # noqa: E402
 
 VOCAB = 60
 

@@ -10,7 +10,8 @@ from conftest import shared_dataset
 from test_reliability import read_jsonl
 
 from hf_gru import GRUConfig, GRUForSequenceClassification
-from hf_gru.inference import BatchEncoder, TorchClassifier, length_groups
+from hf_gru.backends import TorchClassifier, length_groups
+from hf_gru.data import BatchEncoder
 from hf_gru.tokenization import load_tokenizer, train_tokenizer
 
 

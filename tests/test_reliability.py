@@ -18,8 +18,9 @@ import pytest
 import torch
 from conftest import shared_dataset
 
-from hf_gru import GRUConfig, GRUForSequenceClassification, inference
+from hf_gru import GRUConfig, GRUForSequenceClassification, backends
 from hf_gru.cli import main
+from hf_gru.predict import predict_logits
 from hf_gru.tokenization import train_tokenizer
 
 BIAS = (0.7, -0.4)
@@ -141,10 +142,10 @@ def test_sizes_below_one_are_usage_errors_naming_the_option(model_dir, tmp_path,
 
 
 def test_library_calls_refuse_a_batch_size_below_one(model_dir):
-    classifier = inference.load_backend(model_dir, backend="torch", device="cpu")
+    classifier = backends.load_backend(model_dir, backend="torch", device="cpu")
     for size in (0, -5):
         with pytest.raises(ValueError, match="batch-size"):
-            inference.predict_logits(classifier.model, classifier.tokenizer, ["a", "b"], batch_size=size)
+            predict_logits(classifier.model, classifier.tokenizer, ["a", "b"], batch_size=size)
 
 
 # ------------------------------------------------------------------------- 4, 5: input formats, line numbers
@@ -318,5 +319,5 @@ def test_onnx_export_also_gives_the_bias_on_zero_tokens(model_dir, tmp_path):
     from hf_gru.export import export_model
 
     export_model(model_dir, tmp_path / "onnx")
-    logits = inference.load_backend(tmp_path / "onnx").logits(["", "\u200b"])
+    logits = backends.load_backend(tmp_path / "onnx").logits(["", "\u200b"])
     assert np.allclose(logits, np.array([BIAS, BIAS]), atol=1e-6)

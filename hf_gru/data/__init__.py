@@ -19,6 +19,7 @@ from .splits import PreparedData, load_evaluation_split, load_raw_datasets, prep
 from .streaming import load_streaming_dataset, prepare_streaming_data
 from .tokenize import (
     MAX_LENGTH_CAP,
+    BatchEncoder,
     build_data_collator,
     clip_text,
     resolve_max_length,
@@ -28,6 +29,7 @@ from .tokenize import (
 )
 
 __all__ = [
+    "BatchEncoder",
     "DATASET_PRESETS",
     "DataFileError",
     "DatasetPreset",

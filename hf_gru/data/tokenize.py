@@ -1,13 +1,18 @@
-"""Tokenization of ``text``/``label`` splits (in memory or streamed) and per-batch padding."""
+"""Tokenization of ``text``/``label`` splits (in memory or streamed), per-batch padding, and ``BatchEncoder``: the
+same padded ids as int64 arrays at the Rust encoder's speed, for inference."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import numpy as np
 from datasets import ClassLabel, DatasetDict, Features, IterableDataset, List, Value
 from datasets.fingerprint import Hasher
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 _TOKENIZE_VERSION = "hf_gru.tokenize/1"  # bump when _Tokenize changes, to invalidate caches
 MAX_LENGTH_CAP = 512  # used when a tokenizer reports no real limit (transformers' VERY_LARGE_INTEGER)
@@ -164,3 +169,65 @@ def build_data_collator(
 ) -> DataCollatorWithPadding:
     """Dynamic padding to the longest sequence of each batch (optionally to a multiple of 8 for tensor cores)."""
     return _PaddingCollator(tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of)
+
+
+class BatchEncoder:
+    """`tokenizer(texts, truncation=True, max_length=..., padding=True)` as int64 arrays, at the Rust encoder's speed.
+
+    The `transformers` wrapper turns every encoding into Python lists (ids, type ids, masks, offsets) before padding
+    them into arrays: at batch 32 that costs about as much as a small GRU's whole forward pass. A fast tokenizer's
+    backend, given the wrapper's truncation and padding settings, is called directly instead, but only when it
+    returns the wrapper's very arrays on probe texts (empty, long, unicode); otherwise the wrapper is called.
+    """
+
+    PROBE_TEXTS = ("", "Hello, World! It's 3.14 o'clock.", "naïve café 😀\tun  texte\navec espaces", "a b c " * 400)
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.backend = self._direct_backend()
+
+    @property
+    def thread_safe(self) -> bool:
+        """The direct backend's settings never change after set-up, so threads may share it; the wrapper's do."""
+        return self.backend is not None
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend is None or not texts:
+            return self._through_wrapper(texts)
+        encodings = self.backend.encode_batch_fast(texts)  # no character offsets: 15-20% faster, the same ids
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        return ids, mask
+
+    def _through_wrapper(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        return encoded["input_ids"].astype(np.int64, copy=False), encoded["attention_mask"].astype(np.int64, copy=False)
+
+    def _direct_backend(self) -> Any:
+        """A private copy of the fast tokenizer's backend set up as the wrapper would, or None where it differs."""
+        tokenizer = self.tokenizer
+        if not getattr(tokenizer, "is_fast", False) or tokenizer.pad_token_id is None:
+            return None
+        try:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            backend.enable_truncation(
+                self.max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side
+            )
+            backend.enable_padding(
+                direction=tokenizer.padding_side,
+                pad_id=tokenizer.pad_token_id,
+                pad_type_id=tokenizer.pad_token_type_id,
+                pad_token=tokenizer.pad_token,
+            )
+            self.backend = backend
+            probes = list(self.PROBE_TEXTS)
+            direct, wrapped = self(probes), self._through_wrapper(probes)
+        except Exception as error:  # an exotic tokenizer: the wrapper is always right
+            logger.debug("tokenizing through the transformers wrapper: %s", error)
+            return None
+        if all(np.array_equal(a, b) for a, b in zip(direct, wrapped)):
+            return backend
+        logger.debug("tokenizing through the transformers wrapper: its backend alone gives other ids")
+        return None
