@@ -218,7 +218,6 @@ def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
 
     from hf_gru.arguments import parse_training_arguments
     from hf_gru.data import prepare_data
-    from hf_gru.run_directory import final_split
     from hf_gru.training import build_trainer
 
     path = minilm_path()
@@ -228,7 +227,7 @@ def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
     if args.minilm_train_samples and full_train > args.minilm_train_samples:
         subset = data.tokenized["train"].shuffle(seed=42).select(range(args.minilm_train_samples))
         data.tokenized["train"] = subset
-    split = final_split(data)
+    split = data.final_split
     full_test = len(data.tokenized[split])
     if args.minilm_test_samples and full_test > args.minilm_test_samples:
         data.tokenized[split] = data.tokenized[split].shuffle(seed=42).select(range(args.minilm_test_samples))

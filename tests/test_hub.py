@@ -30,6 +30,7 @@ from hf_gru import GRUForSequenceClassification
 from hf_gru.arguments import parse_training_arguments
 from hf_gru.cli import main as cli_main
 from hf_gru.hub import check_can_push, push_model
+from hf_gru.run import push_trained_model
 from hf_gru.run_directory import (
     CARD_FILE,
     CHECKPOINT_PREFIX,
@@ -41,7 +42,6 @@ from hf_gru.run_directory import (
     TRAINER_STATE_FILE,
     TRAINING_ARGS_FILE,
     WEIGHTS_FILE,
-    push_trained_model,
 )
 from hf_gru.training import run_training
 

@@ -140,6 +140,11 @@ class PreparedData:
     def has_test(self) -> bool:
         return "test" in self.tokenized
 
+    @property
+    def final_split(self) -> str:
+        """The split final results and the confusion matrix are reported on: test when the data has one."""
+        return "test" if self.has_test else "validation"
+
 
 def prepare_data(
     reference: str | os.PathLike[str],
