@@ -3,7 +3,8 @@
     python benchmarks/accuracy.py --datasets trec sst2
     python benchmarks/accuracy.py --datasets imdb --seeds 1 --gru-max-train-samples 10000
     python benchmarks/accuracy.py --systems fasttext model2vec tfidf_lr          # the fast peers only (peers.py)
-    python benchmarks/accuracy.py --systems hf_gru_minilm_embeddings --seeds 3   # hf-gru train --init_embeddings
+    python benchmarks/accuracy.py --systems hf_gru hf_gru_from_scratch --seeds 3  # default start; from scratch
+    python benchmarks/accuracy.py --systems hf_gru --gru-args "--prune_vocabulary no" --record-as hf_gru_unpruned
     python benchmarks/accuracy.py --markdown-only                                # rebuild BENCHMARKS.md's sections
 
 Each dataset's results go to `benchmarks/results/accuracy_<dataset>.json`; the accuracy sections of BENCHMARKS.md are
@@ -34,6 +35,8 @@ from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, machine, read_json, w
 from peers import evaluate_peer, is_chinese, load_splits, minilm_path  # noqa: E402
 from report import markdown_table, millions, number, percent, write_section  # noqa: E402
 
+from hf_gru.encoders import ENGLISH_ENCODER  # noqa: E402
+
 ALL_DATASETS = (
     "sst2",
     "sst5",
@@ -47,7 +50,16 @@ ALL_DATASETS = (
     "thucnews_headlines",
     "online_shopping_10_cats",
 )
-SYSTEMS = ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled", "fasttext", "model2vec", "tfidf_lr", "minilm")
+SYSTEMS = (
+    "hf_gru",
+    "hf_gru_from_scratch",
+    "hf_gru_minilm_embeddings",
+    "hf_gru_distilled",
+    "fasttext",
+    "model2vec",
+    "tfidf_lr",
+    "minilm",
+)
 DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
@@ -100,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gru-max-train-samples", type=int, default=None, help="train hf_gru on a subset")
     parser.add_argument("--gru-args", default="", help="extra `hf-gru train` options, e.g. '--learning_rate 1e-3'")
     parser.add_argument("--distill-args", default="", help="extra `hf-gru distill` options for hf_gru_distilled")
+    parser.add_argument(
+        "--record-as", default=None, help="store the (single) hf_gru system's rows under this key (an option's variant)"
+    )
     parser.add_argument("--minilm-train-samples", type=int, default=4000, help="MiniLM training subset (CPU budget)")
     parser.add_argument("--minilm-test-samples", type=int, default=2000, help="MiniLM test subset (CPU budget)")
     parser.add_argument("--minilm-epochs", type=float, default=3.0)
@@ -129,8 +144,10 @@ def distillation_loss_of(distill_args: str) -> str:
 def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: str = "hf_gru") -> dict[str, Any]:
     """hf_gru through the library, once per seed (42, 43, ...); returns {system key: result}.
 
-    - `hf_gru`: `hf-gru train` from scratch; the first seed's model is kept (results/models/hf_gru/<set>) for speed.py.
-    - `hf_gru_minilm_embeddings`: `hf-gru train --init_embeddings MiniLM` (its tokenizer and embeddings), no teacher.
+    - `hf_gru`: `hf-gru train` as it is by default (`--init_embeddings auto`: the pretrained start for the texts'
+      language); the first seed's model is kept (results/models/hf_gru/<set>) for speed.py.
+    - `hf_gru_from_scratch`: `hf-gru train --init_embeddings none` (a tokenizer and embeddings learnt on the data).
+    - `hf_gru_minilm_embeddings`: `hf-gru train --init_embeddings sentence-transformers/all-MiniLM-L6-v2`, no teacher.
     - `hf_gru_distilled`: `hf-gru distill`; the MiniLM teacher is fine-tuned once (`--teacher_base`, by the first
       seed when results/models/teachers/<set> is empty) and kept there; every other run reuses it (`--teacher`). The
       first seed's student is kept (results/models/distilled/<set>, the student `speed.py --student` reads). Where
@@ -146,13 +163,15 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
     kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / name
     for index in range(args.seeds):
         seed = 42 + index
-        keep = index == 0 and variant != "hf_gru_minilm_embeddings"
+        keep = index == 0 and variant in ("hf_gru", "hf_gru_distilled") and not args.record_as
         output_dir = kept if keep else Path(tempfile.mkdtemp(prefix=f"hf_gru_{name}_"))
         extra = ["--num_train_epochs", str(args.gru_epochs)] if args.gru_epochs is not None else []
         if args.gru_max_train_samples is not None:
             extra += ["--max_train_samples", str(args.gru_max_train_samples)]
         if variant == "hf_gru_minilm_embeddings":
-            extra += ["--init_embeddings", minilm_path()]
+            extra += ["--init_embeddings", ENGLISH_ENCODER]
+        if variant == "hf_gru_from_scratch":
+            extra += ["--init_embeddings", "none"]
         teacher_dir = TEACHERS_DIR / name
         fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
@@ -199,6 +218,14 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         **({"loss": distillation_loss_of(args.distill_args)} if distilling else {}),
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
+        "start": trained["metrics"].get("init_embeddings", "none (trained from scratch)"),
+        **(
+            {
+                k: trained["metrics"][k]
+                for k in ("vocabulary_pruned_from", "vocabulary_pruned_to", "parameters_before_pruning")
+                if k in trained["metrics"]
+            }
+        ),
         "parameters": trained["parameters"],
         "architecture": trained["architecture"],
         "split": "test" if split == "test" else "validation",
@@ -208,7 +235,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         "seconds_per_run": round(statistics.fmean(r["seconds"] for r in runs), 1),
         "train_samples": runs[0]["train_samples"],
     }
-    return {variant: result, **({"minilm_teacher": teacher} if teacher else {})}
+    return {args.record_as or variant: result, **({"minilm_teacher": teacher} if teacher else {})}
 
 
 def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -292,6 +319,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     payload = {"dataset": name, "machine": machine(), "systems": systems}
     runners = {
         "hf_gru": lambda: run_hf_gru(dataset_dir, name, args),
+        "hf_gru_from_scratch": lambda: run_hf_gru(dataset_dir, name, args, "hf_gru_from_scratch"),
         "hf_gru_minilm_embeddings": lambda: run_hf_gru(dataset_dir, name, args, "hf_gru_minilm_embeddings"),
         "hf_gru_distilled": lambda: run_hf_gru(dataset_dir, name, args, "hf_gru_distilled"),
         "tfidf_lr": lambda: {"tfidf_lr": evaluate_peer("tfidf_lr", dataset_dir, name)},
@@ -315,7 +343,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 PEER_KEYS = ("fasttext", "model2vec", "tfidf_lr")
 SMALL_SETS = ("sst2", "mr", "sst5", "trec")
 LABELS = {"fasttext": "fastText", "model2vec": "Model2Vec", "tfidf_lr": "TF-IDF + LR"}
-ROW_ORDER = ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled", "minilm_teacher", "minilm", *PEER_KEYS)
+ROW_ORDER = (
+    "hf_gru",
+    "hf_gru_from_scratch",
+    "hf_gru_minilm_embeddings",
+    "hf_gru_distilled",
+    "minilm_teacher",
+    "minilm",
+    *PEER_KEYS,
+)
 
 
 def mean_accuracy(entry: dict[str, Any] | None) -> float | None:
@@ -335,8 +371,10 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
     """The table's name for a result, with what it was trained on where that is not the whole training split."""
     runs = entry.get("runs")
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
-    if key in ("hf_gru", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
-        base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
+    if key in ("hf_gru", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
+        start = str(entry.get("start", "")).split(" (")[0].split("/")[-1]
+        base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` default (start: {start or '?'})",
+                "hf_gru_from_scratch": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
                 "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",
                 "hf_gru_distilled": "hf_gru distilled from the MiniLM teacher"}[key]  # fmt: skip
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
@@ -386,7 +424,8 @@ def bar_rows(names: list[str]) -> list[list[Any]]:
         if not peers:
             continue
         best = max(peers, key=peers.get)
-        scratch, student = mean_accuracy(systems.get("hf_gru")), mean_accuracy(systems.get("hf_gru_distilled"))
+        scratch = mean_accuracy(systems.get("hf_gru_from_scratch"))
+        student = mean_accuracy(systems.get("hf_gru_distilled"))
         teacher, fasttext = mean_accuracy(systems.get("minilm_teacher")), peers.get("fasttext")
 
         def verdict(value: float | None, bar: float | None) -> str:
@@ -408,7 +447,7 @@ def bar_rows(names: list[str]) -> list[list[Any]]:
 def target_rows(names: list[str]) -> list[list[Any]]:
     rows = []
     for name in names:
-        measured = mean_accuracy(all_systems(name).get("hf_gru"))
+        measured = mean_accuracy(all_systems(name).get("hf_gru_from_scratch"))
         if name in TARGETS and measured is not None:
             gap = 100 * measured - TARGETS[name]
             verdict = "met" if gap >= 0 else f"missed by {-gap:.1f}"

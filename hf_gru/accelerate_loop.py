@@ -42,11 +42,13 @@ from .arguments import (
     resolve_precision,
 )
 from .data import PreparedData, build_data_collator, tokenizer_fingerprint
+from .data.splits import LANGUAGE_SAMPLE
 from .data.streaming import prepare_streaming_data
+from .encoders import scale_embedding_learning_rate
 from .hardware import check_same_on_all_ranks
 from .metrics import build_compute_metrics
 from .modeling_gru import GRUForSequenceClassification
-from .run import RunOutcome, finish_run, start_run, tokenizer_training_options
+from .run import RunOutcome, Start, finish_run, start_run, tokenizer_training_options
 from .run_directory import (
     CHECKPOINT_PREFIX,
     CHECKPOINT_STAGING_PREFIX,
@@ -55,7 +57,6 @@ from .run_directory import (
     TRAINING_ARGS_FILE,
 )
 from .tokenization import load_tokenizer, train_tokenizer
-from .training import scale_embedding_learning_rate
 
 __all__ = ["LoopArguments", "LoopState", "parse_accelerate_arguments", "run_accelerate_training"]
 
@@ -68,13 +69,17 @@ def _streaming_loader(
     training_args: TrainingArguments,
     loop_args: LoopArguments,
     streams: list[IterableDataset],
-) -> Callable[[str | None], PreparedData]:
-    """`start_run`'s data step for `--streaming`: evaluation splits in memory, this process's training stream kept."""
+) -> Callable[[Start], PreparedData]:
+    """`start_run`'s data step for `--streaming`: evaluation splits in memory, this process's training stream kept.
 
-    def load(tokenizer_source: str | None) -> PreparedData:
+    The pretrained start follows the head rows' language; a stream cannot be seen whole, so its vocabulary is not
+    pruned (the head rows would leave out pieces the rest of the stream uses)."""
+
+    def load(start: Start) -> PreparedData:
         def build_tokenizer(texts: list[str]):
-            if tokenizer_source:
-                return load_tokenizer(tokenizer_source)
+            source = start.tokenizer_for(texts[:LANGUAGE_SAMPLE])
+            if source:
+                return load_tokenizer(source)
             return train_tokenizer(iter(texts), **tokenizer_training_options(model_args))
 
         data, stream = prepare_streaming_data(

@@ -74,10 +74,18 @@ class ModelArguments:
         default=None, metadata={"help": "path or Hub id of an existing tokenizer; default: train one on the data"}
     )
     init_embeddings: str | None = field(
-        default=None,
+        default="auto",
         metadata={
-            "help": "a transformers model (path or Hub id) whose tokenizer and input embeddings (reduced to "
-            "embedding_size) the GRU starts from, instead of a tokenizer trained on the data"
+            "help": "the pretrained start: 'auto' (all-MiniLM-L6-v2 for English, multilingual-e5-small otherwise; "
+            "from scratch with a warning when neither can be had), 'none' (from scratch: a tokenizer trained on "
+            "the data), or a transformers model (path or Hub id) whose tokenizer and input embeddings (reduced to "
+            "embedding_size) the GRU starts from"
+        },
+    )
+    prune_vocabulary: str = field(
+        default="auto",
+        metadata={
+            "help": "keep only the encoder's tokens the training texts use: auto (when it has over 100k), yes or no"
         },
     )
     tokenizer_algorithm: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or unigram"})
@@ -88,10 +96,19 @@ class ModelArguments:
     def __post_init__(self) -> None:
         if self.preset not in MODEL_PRESETS:
             raise ValueError(f"unknown model preset {self.preset!r}; known presets: {', '.join(MODEL_PRESETS)}")
-        if self.init_embeddings and self.tokenizer and self.tokenizer != self.init_embeddings:
+        if self.init_embeddings is not None and self.init_embeddings.lower() in ("auto", "none", ""):
+            self.init_embeddings = self.init_embeddings.lower() or "none"
+        if self.prune_vocabulary not in ("auto", "yes", "no"):
+            raise ValueError(f"--prune_vocabulary {self.prune_vocabulary!r}: choose auto, yes or no")
+        if self.named_encoder() and (self.tokenizer or self.model_name_or_path):
             raise ValueError(
-                "--init_embeddings brings its own tokenizer (embedding rows follow its vocabulary); drop --tokenizer"
+                "--init_embeddings brings its own tokenizer (embedding rows follow its vocabulary); drop --tokenizer "
+                "and --model_name_or_path, or use --init_embeddings none"
             )
+
+    def named_encoder(self) -> str | None:
+        """The encoder asked for by name or path (not auto, not none)."""
+        return None if self.init_embeddings in (None, "auto", "none") else self.init_embeddings
 
     def architecture(self) -> dict[str, Any]:
         """The preset with explicit overrides applied."""
@@ -100,8 +117,9 @@ class ModelArguments:
         return values
 
     def tokenizer_source(self) -> str | None:
-        """Where the tokenizer comes from; None means: train one on the data."""
-        return self.model_name_or_path or self.tokenizer or self.init_embeddings
+        """An explicitly given tokenizer (a saved model's or --tokenizer); None: an encoder's, or trained on the
+        data (the run skeleton's `Start` decides)."""
+        return self.model_name_or_path or self.tokenizer
 
 
 @dataclass

@@ -56,6 +56,7 @@ class TrainingSummary:
     tokenizer: str
     base_model: str | None = None
     teacher: str | None = None  # distillation: the transformers classifier the model learned from
+    start: str | None = None  # the pretrained encoder whose embeddings (and tokenizer) the model started from
     example_text: str = "This is great!"
     task: str = "text classification"
     confusion_split: str | None = None
@@ -161,6 +162,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision
         revision_hint=revision or "<commit sha>",
         task_description=summary.task,
         teacher=summary.teacher,
+        start=summary.start,
         architecture=_architecture(config),
         parameters=f"{parameters:,}",
         parameters_human=_human(parameters),

@@ -23,7 +23,17 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from .arguments import ARCHITECTURE_FIELDS, BEST_METRIC, DataArguments, GRUTrainingArguments, ModelArguments
 from .configuration_gru import GRUConfig
-from .data import PreparedData, prepare_data, resolve_max_length, tokenizer_fingerprint
+from .data import PreparedData, prepare_data, resolve_max_length, tokenize_datasets, tokenizer_fingerprint
+from .encoders import (
+    ResolvedEncoder,
+    choose_start,
+    initialize_embeddings,
+    prune_tokenizer,
+    should_prune,
+    unknown_token_share,
+    used_token_ids,
+    warn_on_unknown_tokens,
+)
 from .hardware import check_same_on_all_ranks
 from .model_card import write_outputs
 from .modeling_gru import GRUForSequenceClassification
@@ -66,6 +76,7 @@ class Run:
     model: GRUForSequenceClassification
     problem_type: str
     push: PushRequest | None
+    start: Start
 
     @property
     def single_label(self) -> bool:
@@ -92,13 +103,88 @@ def take_push_request(training_args: TrainingArguments) -> PushRequest | None:
     )
 
 
+@dataclass
+class Start:
+    """Where a run's tokenizer and embeddings come from, decided once its training texts are seen.
+
+    `--init_embeddings auto` picks the encoder for the texts' language (`hf_gru.encoders.choose_start`); an explicit
+    `--tokenizer` or `--model_name_or_path` means no pretrained start; a resumed run reads with its checkpoint's
+    tokenizer (already pruned) and takes its weights from the checkpoint.
+    """
+
+    model_args: ModelArguments
+    checkpoint: Path | None = None
+    extra_texts: list[str] = field(default_factory=list)  # texts whose pieces a pruned vocabulary keeps too
+    encoder: ResolvedEncoder | None = None
+    rows: list[int] | None = None  # the encoder's rows of a pruned vocabulary, in the new token order
+    full_vocabulary: int | None = None
+    unknown_share: float | None = None
+
+    def tokenizer_for(self, texts: list[str]) -> str | None:
+        """The tokenizer to read `texts` (a sample of the training split) with; None: train one on the data."""
+        explicit = self.model_args.model_name_or_path or self.model_args.tokenizer
+        if not explicit:
+            self.encoder = choose_start(self.model_args.init_embeddings, texts)
+        if self.checkpoint is not None:
+            return str(self.checkpoint)
+        return explicit or (str(self.encoder.path) if self.encoder is not None else None)
+
+    def adopt(self, data: PreparedData, data_args: DataArguments) -> None:
+        """Check the encoder's vocabulary covers the training texts; prune it to them when asked (in place)."""
+        if self.encoder is None or self.checkpoint is not None:
+            return
+        train_ids = data.tokenized["train"]["input_ids"]
+        self.unknown_share = unknown_token_share(data.tokenizer, train_ids)
+        warn_on_unknown_tokens(self.unknown_share, self.encoder.reference)
+        self.full_vocabulary = len(data.tokenizer)
+        if not should_prune(self.model_args.prune_vocabulary, self.full_vocabulary):
+            return
+        rows = [*train_ids]
+        if self.extra_texts:
+            rows += data.tokenizer(self.extra_texts, truncation=True, max_length=data.tokenizer.model_max_length)[
+                "input_ids"
+            ]
+        keep = used_token_ids(rows, data.tokenizer)
+        pruned = prune_tokenizer(data.tokenizer, keep)
+        if pruned is None:
+            return
+        logger.info("vocabulary pruned to the training texts: %d → %d tokens", self.full_vocabulary, len(keep))
+        data.tokenizer, self.rows = pruned, keep
+        data.tokenized = tokenize_datasets(
+            data.raw, pruned, max_length=data_args.max_length, num_proc=data_args.num_proc
+        )
+
+    def tokenizer_fields(self, tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+        """The model card's tokenizer line, when it is an encoder's."""
+        if self.encoder is None:
+            return {}
+        pruned = f", pruned to the training texts from {self.full_vocabulary:,}" if self.rows is not None else ""
+        return {"tokenizer": f"{self.encoder.reference}'s ({len(tokenizer):,} tokens{pruned})"}
+
+    def summary(self, model: GRUForSequenceClassification) -> dict[str, Any]:
+        """What all_results.json and the model card say about the start."""
+        start = self.encoder.describe() if self.encoder is not None else "none (trained from scratch)"
+        summary: dict[str, Any] = {"init_embeddings": start}
+        if self.unknown_share is not None:
+            summary["init_embeddings_unknown_token_share"] = round(self.unknown_share, 6)
+        if self.rows is not None:
+            width = model.config.embedding_size
+            summary["vocabulary_pruned_from"] = self.full_vocabulary
+            summary["vocabulary_pruned_to"] = len(self.rows)
+            summary["parameters_before_pruning"] = (
+                model.num_parameters() + (self.full_vocabulary - len(self.rows)) * width
+            )
+        summary["parameters"] = model.num_parameters()
+        return summary
+
+
 def prepare_training_data(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: TrainingArguments,
-    tokenizer: str | None,
+    start: Start,
 ) -> PreparedData:
-    """Splits, tokenizer (`tokenizer` path, else trained on the data) and tokenized splits.
+    """Splits, tokenizer (`start`'s choice, else trained on the data) and tokenized splits.
 
     [accelerate] Under several processes the main process goes first, so the others read its `datasets` cache files
     instead of racing to write them; each process trains its own tokenizer (deterministic), checked to agree.
@@ -106,15 +192,16 @@ def prepare_training_data(
     with training_args.main_process_first(desc="dataset loading and tokenization"):
         data = prepare_data(
             data_args.dataset,
-            tokenizer=tokenizer,
+            choose_tokenizer=start.tokenizer_for,
             text_column=data_args.text_column,
             label_column=data_args.label_column,
             max_length=data_args.max_length,
             validation_fraction=data_args.validation_fraction,
             seed=training_args.seed,
             num_proc=data_args.num_proc,
-            tokenizer_kwargs=None if tokenizer else tokenizer_training_options(model_args),
+            tokenizer_kwargs=tokenizer_training_options(model_args),
         )
+        start.adopt(data, data_args)
         # Saved with the model, so that inference truncates exactly where training did.
         data.tokenizer.model_max_length = resolve_max_length(data.tokenizer, data_args.max_length)
         if data_args.max_train_samples is not None:
@@ -135,9 +222,12 @@ def tokenizer_training_options(model_args: ModelArguments) -> dict[str, Any]:
 
 
 def build_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str]
+    model_args: ModelArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    id2label: dict[int, str],
+    start: Start | None = None,
 ) -> GRUForSequenceClassification:
-    """A fresh model sized to the tokenizer and label set (embeddings from `--init_embeddings` when given), or a
+    """A fresh model sized to the tokenizer and label set (embeddings from `start`'s encoder when it has one), or a
     saved one re-headed for these labels."""
     labels = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     if model_args.model_name_or_path:
@@ -153,10 +243,8 @@ def build_model(
         **model_args.architecture(),
     )
     model = GRUForSequenceClassification(config)
-    if model_args.init_embeddings:
-        from .distillation.embeddings import initialize_embeddings
-
-        initialize_embeddings(model, model_args.init_embeddings)
+    if start is not None and start.encoder is not None and start.checkpoint is None:
+        initialize_embeddings(model, start.encoder.path, rows=start.rows, name=start.encoder.reference)
     return model
 
 
@@ -176,13 +264,15 @@ def start_run(
     training_args: GRUTrainingArguments,
     *,
     inputs: Iterable[str | None] = (),
-    load_data: Callable[[str | None], PreparedData] | None = None,
+    load_data: Callable[[Start], PreparedData] | None = None,
     resume_in: Path | None = None,
+    extra_texts: list[str] | None = None,
 ) -> Run:
     """Validate everything, then open the run directory; `training_args.output_dir` becomes the working directory.
 
     `inputs` are further paths the run reads (e.g. a teacher), which the output directory must not hold.
-    `load_data(tokenizer_source)` replaces the in-memory data preparation (the accelerate engine streams).
+    `load_data(start)` replaces the in-memory data preparation (the accelerate engine streams); it reads the
+    training texts with `start.tokenizer_for(texts)`. `extra_texts`: further texts a pruned vocabulary must cover.
     `resume_in`: a folder a killed run left before its first checkpoint (distillation: teacher logits), to continue in.
     """
     if not training_args.output_dir:
@@ -194,17 +284,17 @@ def start_run(
         output_dir,
         overwrite=training_args.overwrite_output_dir,
         resuming_in=checkpoint.parent if checkpoint is not None else resume_in,
-        inputs=(data_args.dataset, model_args.model_name_or_path, model_args.tokenizer, model_args.init_embeddings)
+        inputs=(data_args.dataset, model_args.model_name_or_path, model_args.tokenizer, model_args.named_encoder())
         + tuple(inputs),
     )
     set_seed(training_args.seed)
     # A resumed run must read its texts with the very tokenizer it started with, not a freshly trained one.
-    tokenizer_source = str(checkpoint) if checkpoint is not None else model_args.tokenizer_source()
+    start = Start(model_args, checkpoint, list(extra_texts or []))
     if load_data is None:
-        data = prepare_training_data(model_args, data_args, training_args, tokenizer_source)
+        data = prepare_training_data(model_args, data_args, training_args, start)
     else:
-        data = load_data(tokenizer_source)
-    model = build_model(model_args, data.tokenizer, data.id2label)
+        data = load_data(start)
+    model = build_model(model_args, data.tokenizer, data.id2label, start)
     problem_type = apply_best_metric_default(model, training_args)
 
     # [accelerate] The other processes wait until rank 0 has created the directory.
@@ -212,7 +302,7 @@ def start_run(
         if training_args.process_index == 0:
             directory.open()
     training_args.output_dir = str(directory.work)
-    return Run(model_args, data_args, training_args, directory, checkpoint, data, model, problem_type, push)
+    return Run(model_args, data_args, training_args, directory, checkpoint, data, model, problem_type, push, start)
 
 
 def finish_run(
@@ -232,7 +322,11 @@ def finish_run(
     """
     directory = run.directory
     if is_main_process:
-        save_results(directory.work, metrics)
+        start = run.start.summary(model)
+        logger.info("start: %s", start["init_embeddings"])
+        save_results(directory.work, {**metrics, **start})
+        summary_fields = {"start": start["init_embeddings"], **run.start.tokenizer_fields(run.data.tokenizer),
+                          **(summary_fields or {})}  # fmt: skip
         confusion = (
             (predictions[0], predictions[1].argmax(-1)) if predictions is not None and run.single_label else None
         )

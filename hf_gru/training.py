@@ -10,16 +10,17 @@ import time
 
 import datasets
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .arguments import DataArguments, GRUTrainingArguments, ModelArguments, parse_training_arguments
 from .data import PreparedData, build_data_collator
+from .encoders import scale_embedding_learning_rate
 from .metrics import build_compute_metrics
 from .modeling_gru import GRUForSequenceClassification
 from .run import Run, RunOutcome, finish_run, start_run
 
-__all__ = ["GRUTrainer", "build_trainer", "parse_training_arguments", "run_training", "scale_embedding_learning_rate"]
+__all__ = ["GRUTrainer", "build_trainer", "parse_training_arguments", "run_training"]
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -39,30 +40,6 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self):
         self.generator.manual_seed(self.seed + self.epoch)
         return super().__iter__()
-
-
-def scale_embedding_learning_rate(
-    optimizer: torch.optim.Optimizer, model: torch.nn.Module, training_args: TrainingArguments
-) -> None:
-    """Move the input-embedding table into its own parameter group at `embedding_learning_rate_multiplier` × its
-    group's learning rate (1, nothing moved, for arguments without the field).
-
-    Why: under Adam every weight moves about `lr` a step, so a table drawn from N(0, 1) stays nearly random at the
-    rate that suits the GRU (cosine good/great 0.10 after 10 SST-2 epochs; 0.31 at 30x). Its accuracy effect is
-    mixed (BENCHMARKS.md), so the default is 1. Call it before the scheduler is built; idempotent.
-    """
-    multiplier = getattr(training_args, "embedding_learning_rate_multiplier", 1.0)
-    table = model.get_input_embeddings().weight
-    if multiplier == 1 or any(group.get("embedding_table") for group in optimizer.param_groups):
-        return
-    for group in optimizer.param_groups:
-        if any(param is table for param in group["params"]):
-            group["params"] = [param for param in group["params"] if param is not table]
-            settings = {key: value for key, value in group.items() if key != "params"}
-            optimizer.add_param_group(
-                {**settings, "params": [table], "lr": group["lr"] * multiplier, "embedding_table": True}
-            )
-            return
 
 
 class GRUTrainer(Trainer):

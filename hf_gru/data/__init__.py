@@ -11,6 +11,7 @@ a reference means, its splits as stored), ``readers`` (data files and class fold
 classify (``hf-gru predict``) a record at a time.
 """
 
+from .language import detect_language
 from .labels import LABEL_COLUMN_CANDIDATES, TEXT_COLUMN_CANDIDATES
 from .presets import DATASET_PRESETS, DatasetPreset
 from .readers import DataFileError
@@ -39,6 +40,7 @@ __all__ = [
     "TEXT_COLUMN_CANDIDATES",
     "build_data_collator",
     "clip_text",
+    "detect_language",
     "iter_input_records",
     "load_evaluation_split",
     "load_raw_datasets",

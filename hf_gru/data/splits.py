@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ from .presets import SPLIT_ALIASES, SPLITS
 from .readers import _locate_failure
 from .sources import _open_splits, _Reference, _resolve
 from .tokenize import _training_text, tokenize_datasets
+
+LANGUAGE_SAMPLE = 2000  # training texts a tokenizer choice (the language of a pretrained start) looks at
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +159,13 @@ def prepare_data(
     seed: int = 42,
     num_proc: int | None = None,
     tokenizer_kwargs: dict[str, Any] | None = None,
+    choose_tokenizer: Callable[[list[str]], str | None] | None = None,
 ) -> PreparedData:
-    """Reference → raw splits → tokenizer (given, loaded, or trained on the training texts) → tokenized splits."""
+    """Reference → raw splits → tokenizer (given, loaded, or trained on the training texts) → tokenized splits.
+
+    `choose_tokenizer(texts)`, given instead of `tokenizer`, picks one from a sample of the training texts (a
+    pretrained start follows their language); None from it means: train one on the data with `tokenizer_kwargs`.
+    """
     raw = load_raw_datasets(
         reference,
         text_column=text_column,
@@ -166,7 +173,9 @@ def prepare_data(
         validation_fraction=validation_fraction,
         seed=seed,
     )
-    tok = _resolve_tokenizer(tokenizer, raw["train"], tokenizer_kwargs)
+    if choose_tokenizer is not None:
+        tokenizer = choose_tokenizer(raw["train"][:LANGUAGE_SAMPLE]["text"])
+    tok = _resolve_tokenizer(tokenizer, raw["train"], None if tokenizer else tokenizer_kwargs)
     names = raw["train"].features["label"].names
     return PreparedData(
         raw=raw,

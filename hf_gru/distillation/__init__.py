@@ -1,11 +1,11 @@
 """Distillation: a fast GRU student from any transformers sequence classifier (Tang et al. 2019).
 
 `run_distillation` (the engine behind `hf-gru distill` and `scripts/distill.py`), the teacher's fine-tuning and
-cached labelling, Tang's augmentation, and `initialize_embeddings` (also used by `hf-gru train --init_embeddings`).
+cached labelling and Tang's augmentation. The student's start (the teacher's tokenizer and embeddings) is
+`hf_gru.encoders`, shared with every engine.
 """
 
 from .augment import AugmentationSettings, augment_texts
-from .embeddings import initialize_embeddings
 from .engine import (
     DistillationArguments,
     DistillationTrainer,
@@ -25,7 +25,6 @@ __all__ = [
     "distill",
     "distillation_loss",
     "fine_tune_teacher",
-    "initialize_embeddings",
     "label_texts",
     "load_teacher",
     "parse_distillation_arguments",

@@ -24,8 +24,9 @@ from transformers import HfArgumentParser
 
 from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, expand_aliases
 from ..data.tokenize import _Tokenize, resolve_max_length
+from ..encoders import AUTO, METHODS, initialize_embeddings, resolve_encoder
 from ..metrics import build_compute_metrics
-from ..run import RunOutcome, prepare_training_data, start_run
+from ..run import RunOutcome, Start, prepare_training_data, start_run
 from ..run_directory import (
     RESULTS_FILE,
     TEACHER_DIR,
@@ -36,7 +37,6 @@ from ..run_directory import (
 )
 from ..training import GRUTrainer, build_trainer, finish_trainer_run, train_and_evaluate
 from .augment import AugmentationSettings, augment_texts, mask_token_of
-from .embeddings import METHODS, initialize_embeddings
 from .teacher import (
     CacheMismatchError,
     TeacherSettings,
@@ -314,21 +314,22 @@ def run_distillation(
 ) -> RunOutcome:
     """Teacher → labelled transfer set → GRU student; the output directory is complete as for `hf-gru train`."""
     reference = distill_args.teacher_reference
-    if model_args.model_name_or_path is None and model_args.init_embeddings is None:
+    if model_args.model_name_or_path is None and model_args.init_embeddings in (None, AUTO):
         model_args.init_embeddings = reference  # the student reads with the teacher's tokenizer and embeddings
     given = given_tokenizer = None
     if distill_args.teacher:
         given, given_tokenizer = load_teacher(distill_args.teacher)  # refused early if not a sequence classifier
-    if model_args.embedding_size is None and model_args.init_embeddings:
+    if model_args.embedding_size is None and model_args.named_encoder():
         from transformers import AutoConfig
 
-        width = getattr(AutoConfig.from_pretrained(model_args.init_embeddings), "hidden_size", None)
+        source = resolve_encoder(model_args.named_encoder()).path
+        width = getattr(AutoConfig.from_pretrained(source), "hidden_size", None)
         preset_width = model_args.architecture()["embedding_size"]
         if width is not None and width < preset_width:
             model_args.embedding_size = width  # a narrow teacher's embeddings as they are: PCA only reduces
 
-    def load_data(tokenizer_source: str | None):
-        data = prepare_training_data(model_args, data_args, training_args, tokenizer_source)
+    def load_data(start: Start):
+        data = prepare_training_data(model_args, data_args, training_args, start)
         if given is not None:
             check_teacher_labels(given, [data.id2label[i] for i in range(data.num_labels)], reference)
         return data
@@ -346,8 +347,11 @@ def run_distillation(
         resume_in=resume_in,
     )
     work, data = run.directory.work, run.data
-    if distill_args.embedding_init != "pca" and model_args.init_embeddings and not model_args.model_name_or_path:
-        initialize_embeddings(run.model, model_args.init_embeddings, distill_args.embedding_init)  # start_run: PCA
+    encoder = run.start.encoder
+    if distill_args.embedding_init != "pca" and encoder is not None and run.checkpoint is None:
+        initialize_embeddings(  # start_run used PCA
+            run.model, encoder.path, distill_args.embedding_init, rows=run.start.rows, name=encoder.reference
+        )
 
     teacher, tokenizer = given, given_tokenizer
     teacher_dir = work / TEACHER_DIR

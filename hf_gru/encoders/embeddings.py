@@ -1,7 +1,9 @@
 """Start a GRU's embedding matrix from a transformers model's input embeddings (Kim 2014: +4-5 points on SST-2/MR).
 
 The rows are the source model's vocabulary, so the GRU must use that model's tokenizer (`hf-gru train
---init_embeddings MODEL` and `hf-gru distill` both do). The width is reduced to the GRU's `embedding_size`:
+--init_embeddings MODEL` and `hf-gru distill` both do); rows the tokenizer cannot produce (multilingual-e5-small
+keeps 250,037 rows for 250,002 pieces) are dropped, and a pruned vocabulary takes just its own rows. The width is
+reduced to the GRU's `embedding_size`:
 
 - ``pca`` (default): the top principal directions of the centred matrix. Deterministic, instant, and it keeps the
   most variance a linear map of that width can keep.
@@ -15,8 +17,11 @@ for (transformer embeddings are ~20x smaller), and the padding row is zeroed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+from transformers import TrainingArguments
 
 from ..modeling_gru import GRUForSequenceClassification
 
@@ -25,7 +30,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("pca", "learned")
 
 
-def load_input_embeddings(source: str) -> torch.Tensor:
+def load_input_embeddings(source: str | Path) -> torch.Tensor:
     """The input-embedding matrix (vocab, width) of any transformers model, loaded once on CPU."""
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
@@ -87,20 +92,34 @@ def reduce_embeddings(matrix: torch.Tensor, width: int, method: str = "pca") -> 
     return pca_project(matrix, width) if method == "pca" else learned_project(matrix, width)
 
 
-def initialize_embeddings(model: GRUForSequenceClassification, source: str, method: str = "pca") -> None:
+def initialize_embeddings(
+    model: GRUForSequenceClassification,
+    source: str | Path,
+    method: str = "pca",
+    *,
+    rows: Sequence[int] | None = None,
+    name: str | None = None,
+) -> None:
     """Copy `source`'s input embeddings, reduced to the model's `embedding_size`, into the model (in place).
 
-    The model's vocabulary must be the source's (its tokenizer); extra rows the tokenizer added keep their random
-    start. Raises ValueError naming both sizes when the vocabularies cannot line up.
+    `rows`: the source rows of the model's tokens in order (a pruned vocabulary); default the first `vocab_size` rows
+    (the tokenizer's own, without the padding rows some models keep). Rows past the source's (tokens the tokenizer
+    added) keep their random start. `name` is how the source is called in messages.
     """
+    name = name or str(source)
     matrix = load_input_embeddings(source)
     embedding = model.get_input_embeddings()
     vocab, width = embedding.weight.shape
-    if vocab < matrix.shape[0]:
-        raise ValueError(
-            f"the GRU's vocabulary has {vocab} tokens but {source} has {matrix.shape[0]} embedding rows: the GRU "
-            f"must use {source}'s tokenizer (rows follow its vocabulary)"
+    if rows is not None:
+        rows = torch.as_tensor(list(rows), dtype=torch.long)
+        if len(rows) != vocab or int(rows.max()) >= matrix.shape[0]:
+            raise ValueError(f"the pruned vocabulary ({len(rows)} rows) does not fit {name} or the GRU ({vocab} rows)")
+        matrix = matrix[rows]
+    elif vocab < matrix.shape[0]:
+        logger.info(
+            "embeddings: %s keeps %d rows for %d tokens; the padding rows are dropped", name, len(matrix), vocab
         )
+        matrix = matrix[:vocab]
     reduced = reduce_embeddings(matrix, width, method)
     reduced = reduced * (model.config.embedding_init_std / reduced.std().clamp_min(1e-8))
     with torch.no_grad():
@@ -111,8 +130,32 @@ def initialize_embeddings(model: GRUForSequenceClassification, source: str, meth
     logger.info(
         "embeddings: %d rows from %s (%d → %d dims, %s)",
         len(reduced),
-        source,
+        name,
         matrix.shape[1],
         width,
         method if width != matrix.shape[1] else "identity",
     )
+
+
+def scale_embedding_learning_rate(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, training_args: TrainingArguments
+) -> None:
+    """Move the input-embedding table into its own parameter group at `embedding_learning_rate_multiplier` × its
+    group's learning rate (1, nothing moved, for arguments without the field).
+
+    Why: under Adam every weight moves about `lr` a step, so a table drawn from N(0, 1) stays nearly random at the
+    rate that suits the GRU (cosine good/great 0.10 after 10 SST-2 epochs; 0.31 at 30x). Its accuracy effect is
+    mixed (BENCHMARKS.md), so the default is 1. Both engines call it before the scheduler is built; idempotent.
+    """
+    multiplier = getattr(training_args, "embedding_learning_rate_multiplier", 1.0)
+    table = model.get_input_embeddings().weight
+    if multiplier == 1 or any(group.get("embedding_table") for group in optimizer.param_groups):
+        return
+    for group in optimizer.param_groups:
+        if any(param is table for param in group["params"]):
+            group["params"] = [param for param in group["params"] if param is not table]
+            settings = {key: value for key, value in group.items() if key != "params"}
+            optimizer.add_param_group(
+                {**settings, "params": [table], "lr": group["lr"] * multiplier, "embedding_table": True}
+            )
+            return
