@@ -1,5 +1,5 @@
-"""`hf-gru`: train, distill, evaluate, predict, export, push and demo. Argument parsing and printing only; the work is
-in the library."""
+"""`hf-gru`: train, distill, evaluate, predict, export, serve, push and demo. Argument parsing and printing only; the
+work is in the library."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export_model
 
-    result = export_model(args.model, args.output, quantize=args.quantize, opset=args.opset)
+    result = export_model(args.model, args.output, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite)
     print(f"ONNX export written to {result.output_dir}: {', '.join(result.files)}")
     print(f"parity with PyTorch on {result.parity_texts} texts (right and left padding): max abs logit difference "
           f"{result.max_abs_diff:.2e}")  # fmt: skip
@@ -130,7 +130,8 @@ def _add_backend_options(parser: argparse.ArgumentParser, batch_size: int) -> No
         "--backend",
         choices=("torch", "onnx"),
         default=None,
-        help="default: onnx when MODEL/onnx/model.onnx exists (hf-gru export) and onnxruntime is installed",
+        help="default: onnx when MODEL/onnx was exported (hf-gru export) from MODEL's current weights and config "
+        "and onnxruntime is installed; the backend used is logged",
     )
     parser.add_argument(
         "--precision",
@@ -139,6 +140,64 @@ def _add_backend_options(parser: argparse.ArgumentParser, batch_size: int) -> No
         help="int8: onnx model_int8.onnx (hf-gru export --quantize int8) or torch dynamic quantization",
     )
     parser.add_argument("--threads", type=_positive_int, default=None, help="intra-op CPU threads (both backends)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Load the model and bind the port first (each failure one line, before anything listens), then serve."""
+    from .backends import load_backend
+    from .serving import ServingLimits, bind, create_app, serve  # fastapi: the serve extra
+
+    limits = ServingLimits(**{name: getattr(args, name) for name in ServingLimits.__dataclass_fields__})
+    model_dir = _local_model(args.model)
+    classifier = load_backend(model_dir, backend=args.backend, precision=args.precision, threads=args.threads)
+    app = create_app(classifier, limits=limits, model_id=args.model, precision=args.precision)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(f"serving {args.model} ({classifier.name} {args.precision}) on http://{host}:{port} "
+          f"(POST /predict, docs at /docs); SIGTERM or Ctrl-C drains and stops", flush=True)  # fmt: skip
+    serve(app, sock, log_level="info" if logging.getLogger().isEnabledFor(logging.INFO) else "warning")
+    return 0
+
+
+def _local_model(model: str) -> str:
+    """A model directory as given, or a Hub id downloaded (cached) to one; an id that is neither is one line."""
+    if Path(model).exists() or model.count("/") != 1 or model.startswith((".", "/")):
+        return model
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(model)
+    except (HfHubHTTPError, LocalEntryNotFoundError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = f"--model {model} is not a local folder and could not be fetched from the Hub ({first})"
+        raise ValueError(message) from None
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    from .batching import ServingLimits  # the defaults live there, once (a light module: no torch, no fastapi)
+
+    defaults = ServingLimits()
+    parser.add_argument("--model", required=True, help="a trained model directory or a Hub model id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                        help="default: onnx when MODEL/onnx/model.onnx is up to date and onnxruntime is installed")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="onnx: worker threads, one per core (default: the cores, at most 8); torch: intra-op")
+    for name, help_text in (
+        ("max_batch_texts", "texts run together; 1 turns batching across requests off"),
+        ("max_batch_tokens", "padded tokens (texts x longest) per model call"),
+        ("max_concurrent_requests", "requests served at once; more are answered 429 with Retry-After"),
+        ("max_input_chars", "longer texts are refused (413) unless the request says truncate: true"),
+        ("max_client_batch_size", "texts per request"),
+    ):
+        option = "--" + name.replace("_", "-")
+        parser.add_argument(option, dest=name, type=_positive_int, default=getattr(defaults, name),
+                            help=f"{help_text} (default: {getattr(defaults, name)})")  # fmt: skip
+    parser.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, default=defaults.max_wait_ms,
+                        help="how long a batch with room waits for requests being read (default: %(default)s)")
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -231,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", default=None, help="folder to write (default: MODEL/onnx)")
     export.add_argument("--quantize", choices=("int8",), default=None, help="also write model_int8.onnx")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 20 (default: 17)")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the export's files in a non-empty --output (MODEL/onnx is always replaced; nothing else is)",
+    )
 
     push = commands.add_parser("push", help="upload a trained model to the Hub in one commit")
     push.add_argument("--model", required=True, help="a trained model directory")
@@ -239,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
     push.add_argument("--commit-message", dest="commit_message", default=None)
     push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+
+    serve_parser = commands.add_parser(
+        "serve", help="serve a model over HTTP (text-embeddings-inference's /predict, with dynamic batching)"
+    )
+    _add_serve_options(serve_parser)
 
     demo = commands.add_parser("demo", help="train on the embedded Chinese review corpus and classify examples")
     demo.add_argument("--output-dir", dest="output_dir", default="outputs/demo")
@@ -260,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "distill":
             return _distill(argv[1:])
         args = parser.parse_args(argv)
-        handlers = {"evaluate": _evaluate, "predict": _predict, "export": _export, "push": _push, "demo": _demo}
+        handlers = {"evaluate": _evaluate, "predict": _predict, "export": _export, "push": _push, "demo": _demo,
+                    "serve": _serve}  # fmt: skip
         return handlers[args.command](args)
     except (ValueError, OSError, ImportError) as error:  # bad input: what and how to fix it, no traceback
         if verbose:
