@@ -37,8 +37,10 @@ from .run_directory import (
     ONNX_DIR,
     ONNX_INT8_FILE,
     ONNX_MODEL_FILE,
+    ONNX_SOURCE_FILE,
     TOKENIZER_CONFIG_FILE,
     WEIGHTS_FILE,
+    export_is_fresh,
 )
 from .tokenization import load_tokenizer
 
@@ -386,17 +388,29 @@ def _onnxruntime_available() -> bool:
 
 def resolve_backend(model_dir: str | Path, backend: str | None = None, device: str | None = None) -> str:
     """`backend`, or the default: onnx when an up-to-date export exists, onnxruntime is importable and no
-    accelerator was asked for; torch otherwise."""
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"--backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+    accelerator was asked for; torch otherwise.
+
+    Up to date means exported from the weights and config now in `model_dir` (their sha256, recorded by the export;
+    file times cannot tell). A stale export falls back to torch with one warning, or is refused with `onnx` asked.
+    An export folder given on its own (no weights beside it) is used as it is.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+    if backend == "torch":
         return backend
-    graph = onnx_dir(model_dir) / ONNX_MODEL_FILE
-    if device not in (None, "cpu") or not graph.is_file() or not _onnxruntime_available():
+    folder = onnx_dir(model_dir)
+    if backend is None and (device not in (None, "cpu") or not _onnxruntime_available()):
         return "torch"
-    weights = Path(model_dir) / WEIGHTS_FILE
-    if weights.is_file() and weights.stat().st_mtime > graph.stat().st_mtime:
-        logger.warning("%s is older than %s: using the torch backend (re-run `hf-gru export`)", graph, weights)
+    if not (folder / ONNX_MODEL_FILE).is_file():
+        return backend or "torch"  # asked for onnx: `load_backend` names the export command
+    if (Path(model_dir) / WEIGHTS_FILE).is_file() and not export_is_fresh(model_dir, folder):
+        stale = (
+            f"the ONNX export in {folder} was not made from the weights and config now in {model_dir} (its "
+            f"{ONNX_SOURCE_FILE} does not match them)"
+        )
+        if backend == "onnx":
+            raise ValueError(f"{stale}; re-run `hf-gru export --model {model_dir}`, or use --backend torch")
+        logger.warning("%s: using the torch backend; re-run `hf-gru export --model %s` to use it", stale, model_dir)
         return "torch"
     return "onnx"
 
@@ -412,7 +426,8 @@ def load_backend(
 ) -> Classifier:
     """A ready classifier for `model_dir` (a training output, or an export folder holding model.onnx).
 
-    backend: "torch", "onnx" or None (onnx when `<model_dir>/onnx/model.onnx` exists and onnxruntime is installed).
+    backend: "torch", "onnx" or None (onnx when `<model_dir>/onnx/model.onnx` exists, was exported from these
+        weights and config, and onnxruntime is installed; see `resolve_backend`). The choice is logged.
     precision: "fp32" or "int8" (onnx: `model_int8.onnx` from `hf-gru export --quantize int8`; torch: dynamic
         quantization of the GRU and linear layers).
     threads: intra-op threads (onnx: session option; torch: `torch.set_num_threads`, process-wide).
@@ -427,7 +442,6 @@ def load_backend(
             "(or any directory written by save_pretrained)."
         )
     backend = resolve_backend(model_dir, backend, device)
-    logger.info("backend: %s (%s)", backend, precision)
     if backend == "onnx":
         import_onnxruntime()  # the install hint, before anything else
         if device not in (None, "cpu"):
@@ -439,6 +453,7 @@ def load_backend(
             raise ValueError(f"no ONNX export at {graph}; run `hf-gru export --model {model_dir}{flag}` first")
         config = AutoConfig.from_pretrained(folder)  # hf_gru registers its model type: no remote code runs
         tokenizer = load_tokenizer(str(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else model_dir))
+        logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
         return OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -447,4 +462,6 @@ def load_backend(
         if next(model.parameters()).device.type != "cpu":
             raise ValueError("int8 (dynamic quantization) runs on the CPU; use --device cpu")
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
-    return TorchClassifier(model, tokenizer, max_length=max_length)
+    classifier = TorchClassifier(model, tokenizer, max_length=max_length)
+    logger.info("backend: torch (%s, %s, %s)", precision, classifier.device, model_dir / WEIGHTS_FILE)
+    return classifier

@@ -9,16 +9,15 @@ The TorchScript exporter (`dynamo=False`) is used: the `torch.export` exporter u
 time steps, which fixes the sequence length in the graph.
 
 The export folder follows `optimum`'s layout: `model.onnx`, `config.json` (+ `configuration_gru.py`, so AutoConfig
-can read the custom `model_type` with `trust_remote_code=True`) and the tokenizer files.
+can read the custom `model_type` with `trust_remote_code=True`) and the tokenizer files, plus `source.json`: the
+sha256 of the weights and config it was exported from, which the backends and `push` check before using it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,13 @@ from .run_directory import (
     ONNX_DIR,
     ONNX_INT8_FILE,
     ONNX_MODEL_FILE,
+    ONNX_SOURCE_FILE,
+    STAGING_MARKER_FILE,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_EXTRA_FILES,
     TOKENIZER_VOCAB_FILES,
+    export_source,
+    export_staging_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ QUANTIZATIONS = ("int8",)
 # Copied beside the graph when present, so AutoConfig / AutoTokenizer (and optimum) can read the folder.
 _CONFIG_FILES = (CONFIG_FILE, "configuration_gru.py")
 _TOKENIZER_FILES = (TOKENIZER_CONFIG_FILE, *TOKENIZER_VOCAB_FILES, *TOKENIZER_EXTRA_FILES)
+# Every file an export may write (what it may remove again from the model's own export folder).
+_EXPORT_FILES = (ONNX_MODEL_FILE, ONNX_INT8_FILE, ONNX_SOURCE_FILE, *_CONFIG_FILES, *_TOKENIZER_FILES)
 PARITY_TEXTS = (
     "A gripping, beautifully acted film that never lets go.",
     "Dull.",
@@ -279,10 +284,15 @@ def export_model(
     quantize: str | None = None,
     opset: int | None = None,
     texts: list[str] | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Exports a saved model to `output_dir` (default `<model_dir>/onnx`), checks the graph and its parity with
-    PyTorch, and only then moves the files into place (a failed export leaves an existing folder untouched)."""
+    PyTorch, and only then moves the files into place (a failed export leaves an existing folder untouched).
+
+    The export records the sha256 of the weights and config it was made from (`ONNX_SOURCE_FILE`, moved in last),
+    so a backend uses it only while they are unchanged. A non-empty `output_dir` other than the model's own `onnx/`
+    is refused unless `overwrite`; even then only the files an export writes are replaced there.
+    """
     from .data import resolve_max_length
 
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
@@ -292,8 +302,8 @@ def export_model(
     _import_onnx()
     model_dir = Path(model_dir)
     output_dir = Path(output_dir) if output_dir is not None else model_dir / ONNX_DIR
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output {output_dir} exists and is not a directory")
+    own = output_dir.resolve() == (model_dir / ONNX_DIR).resolve()  # the model's own export folder: ours entirely
+    _check_output(output_dir, own=own, overwrite=overwrite)
     model, tokenizer = load_classifier(model_dir, device="cpu")
     if not isinstance(model, GRUForSequenceClassification):
         raise ValueError(f"{model_dir} holds a {type(model).__name__}; only hf_gru GRU classifiers can be exported")
@@ -301,11 +311,7 @@ def export_model(
     texts = list(texts) if texts else list(PARITY_TEXTS)
     batches = _parity_batches(tokenizer, texts, resolve_max_length(tokenizer))
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export folder gets the usual permissions
+    staging = _open_staging(output_dir)
     try:
         export_graph(model, staging / ONNX_MODEL_FILE, opset=opset)
         worst, _, _ = parity(model, onnx_session(staging / ONNX_MODEL_FILE), batches)
@@ -323,18 +329,54 @@ def export_model(
                 shutil.copy2(model_dir / name, staging / name)
                 result.files.append(name)
         _portable_tokenizer_config(staging / TOKENIZER_CONFIG_FILE)
-        if output_dir.exists():
-            if not overwrite:
-                raise ValueError(f"--output {output_dir} exists; pass --overwrite to replace it")
-            for name in (ONNX_MODEL_FILE, ONNX_INT8_FILE, *_CONFIG_FILES, *_TOKENIZER_FILES):
-                target = output_dir / name
-                if target.is_file() and name not in result.files:
-                    target.unlink()  # a stale int8 graph must not outlive a new fp32 export
-            for name in result.files:
-                (staging / name).replace(output_dir / name)
-        else:
-            staging.rename(output_dir)
+        source = json.dumps(export_source(model_dir), indent=2) + "\n"
+        (staging / ONNX_SOURCE_FILE).write_text(source, encoding="utf-8")
+        result.files.append(ONNX_SOURCE_FILE)
+        _move_into_place(staging, output_dir, result.files, own=own)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s (max abs logit difference %.2e)", model_dir, output_dir, result.max_abs_diff)
     return result
+
+
+def _check_output(output_dir: Path, *, own: bool, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is a file, or a non-empty folder of the user's without `overwrite`."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} exists and is not a directory; name a folder")
+    if not own and not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"--output {output_dir} is not empty; pass --overwrite to replace the export's files in it "
+            f"({ONNX_MODEL_FILE}, {CONFIG_FILE}, the tokenizer files, ...; nothing else is touched), or choose an "
+            "empty or new folder"
+        )
+
+
+def _open_staging(output_dir: Path) -> Path:
+    """The fixed staging sibling, emptied of what a killed export left there (marked as an export's own)."""
+    staging = export_staging_dir(output_dir)
+    if staging.exists():
+        if staging.is_dir() and ((staging / STAGING_MARKER_FILE).is_file() or not any(staging.iterdir())):
+            shutil.rmtree(staging)
+        else:
+            raise ValueError(f"{staging} is in the way of the export's staging folder and is not one; remove it")
+    staging.mkdir(parents=True)
+    (staging / STAGING_MARKER_FILE).write_text(f"staging for {output_dir}\n", encoding="utf-8")
+    return staging
+
+
+def _move_into_place(staging: Path, output_dir: Path, files: list[str], *, own: bool) -> None:
+    """A new folder is renamed into place whole. Into an existing one the old source record goes first and the new
+    one comes last, so an interruption leaves an export that reads as stale (never a new graph judged by an old
+    record); the old export's graphs it did not rewrite go too (and in the model's own folder, its other files)."""
+    if not output_dir.exists():
+        (staging / STAGING_MARKER_FILE).unlink()
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(output_dir)
+        return
+    (output_dir / ONNX_SOURCE_FILE).unlink(missing_ok=True)
+    owned = _EXPORT_FILES if own else (ONNX_MODEL_FILE, ONNX_INT8_FILE)
+    for name in owned:
+        if name not in files and (output_dir / name).is_file():
+            (output_dir / name).unlink()  # e.g. a stale int8 graph must not outlive a new fp32 export
+    for name in sorted(files, key=lambda name: name == ONNX_SOURCE_FILE):
+        (staging / name).replace(output_dir / name)

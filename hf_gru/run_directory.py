@@ -13,6 +13,7 @@ when it finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -32,6 +33,7 @@ LOOP_STATE_FILE = "loop_state.json"
 ONNX_DIR = "onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
 ONNX_MODEL_FILE = "model.onnx"
+ONNX_SOURCE_FILE = "source.json"  # in an export folder: sha256 of the weights and config it was exported from
 RESULTS_FILE = "all_results.json"
 STAGING_MARKER_FILE = ".hf_gru-staging"
 TENSORBOARD_DIR = "runs"
@@ -92,6 +94,11 @@ class RunDirectory:
 
 def staging_dir(output_dir: Path) -> Path:
     return output_dir.with_name(f".{output_dir.name}.hf_gru-staging")
+
+
+def export_staging_dir(output_dir: Path) -> Path:
+    """Where `hf-gru export` builds its files: one fixed name, so the next export clears what a killed one left."""
+    return output_dir.with_name(f".{output_dir.name}.hf_gru-export-staging")
 
 
 def plan_run_directory(
@@ -191,3 +198,32 @@ def save_results(output_dir: Path, metrics: dict[str, float]) -> Path:
 def read_results(model_dir: str | Path) -> dict[str, float]:
     """A saved run's `all_results.json` (a teacher's, for distillation)."""
     return json.loads((Path(model_dir) / RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------------- the ONNX export
+
+
+def export_source(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of the files an ONNX export is made from (weights, config): recorded in the export as
+    `ONNX_SOURCE_FILE`, compared before the export is used. File times cannot tell: `cp -p`, `rsync -t`,
+    `git checkout` or an unpacked archive put older weights in place with an older time."""
+    model_dir = Path(model_dir)
+    return {name: _sha256(model_dir / name) for name in (WEIGHTS_FILE, CONFIG_FILE)}
+
+
+def export_is_fresh(model_dir: str | Path, export_dir: str | Path) -> bool:
+    """Whether `export_dir` was exported from `model_dir`'s current weights and config (False when it records no
+    source: an export older than the fingerprint, or one interrupted while moving into place)."""
+    try:
+        recorded = json.loads((Path(export_dir) / ONNX_SOURCE_FILE).read_text(encoding="utf-8"))
+        return recorded == export_source(model_dir)
+    except (OSError, ValueError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_dataset
-from test_reliability import read_jsonl, save_model
+from test_reliability import digests, read_jsonl, save_model
 
 from hf_gru import GRUConfig, GRUForSequenceClassification
 from hf_gru.backends import load_backend, onnx_session, resolve_backend
@@ -204,20 +210,126 @@ def test_predict_with_onnx_and_torch_backends_writes_the_same_labels(trec_model,
     assert max(abs(a["score"] - b["score"]) for a, b in zip(rows["onnx"][:-1], rows["torch"][:-1])) <= 1e-4
 
 
-def test_a_stale_export_is_not_the_default(trec_model):
-    directory, _ = trec_model
-    export_model(directory)
-    weights = directory / "model.safetensors"
-    graph = directory / "onnx" / "model.onnx"
-    stat = graph.stat()
-    try:
-        import os
+def labels(directory: Path, texts: list[str], **backend) -> list[str]:
+    classifier = load_backend(directory, **backend)
+    return [classifier.config.id2label[int(i)] for i in classifier.predict_logits(texts).argmax(-1)]
 
-        os.utime(weights, (stat.st_atime, stat.st_mtime + 10))  # the model was retrained after the export
-        assert resolve_backend(directory) == "torch"
-    finally:
-        os.utime(weights, (stat.st_atime, stat.st_mtime - 10))
-    assert resolve_backend(directory) == "onnx"
+
+def predicted_labels(capsys, *args: str) -> list[str]:
+    """`hf-gru predict` to stdout: the labels, in input order."""
+    capsys.readouterr()
+    assert main(["predict", *args]) == 0
+    return [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_weights_replaced_by_older_ones_make_the_export_stale(trec_model, tmp_path, capsys, caplog):
+    """Issue 31 item 2: other weights copied in with an older time (`cp -p`) must not be judged by file times."""
+    directory, test = trec_model
+    model_dir = tmp_path / "model"
+    shutil.copytree(directory, model_dir, ignore=shutil.ignore_patterns("onnx"))
+    export_model(model_dir)
+    texts = [r["text"] for r in test[:200]]
+    # Other weights of the same shape (the classifier re-drawn), written elsewhere and copied in keeping a time older
+    # than the export's, as `cp -p`, `rsync -t`, `git checkout` or an unpacked archive do.
+    model = GRUForSequenceClassification.from_pretrained(model_dir)
+    torch.manual_seed(7)
+    torch.nn.init.normal_(model.classifier.weight, std=1.0)
+    model.save_pretrained(tmp_path / "other")
+    os.utime(tmp_path / "other" / "model.safetensors", (1_000_000_000, 1_000_000_000))
+    shutil.copy2(tmp_path / "other" / "model.safetensors", model_dir / "model.safetensors")
+    assert (model_dir / "model.safetensors").stat().st_mtime < (model_dir / "onnx" / "model.onnx").stat().st_mtime
+    torch_labels = labels(model_dir, texts, backend="torch", device="cpu")
+    stale_labels = labels(model_dir / "onnx", texts)  # the old graph on its own: what would have run
+    assert sum(a != b for a, b in zip(torch_labels, stale_labels)) >= 20  # the test can tell the two apart
+
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    before = digests(model_dir)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hf_gru"):
+        default = predicted_labels(capsys, "--model", str(model_dir), "--input", str(source), "--threads", "1")
+    assert default == torch_labels  # the stale graph was not used
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "using the torch backend" in warnings[0] and "hf-gru export" in warnings[0]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("backend: ")] == [
+        f"backend: torch (fp32, cpu, {model_dir / 'model.safetensors'})"
+    ]  # the backend used, logged once
+    assert resolve_backend(model_dir) == "torch"
+    assert main(["predict", "--model", str(model_dir), "--input", str(source), "--backend", "onnx"]) == 2
+    error = capsys.readouterr().err
+    assert "not made from the weights" in error and f"hf-gru export --model {model_dir}" in error
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", str(shared_dataset("trec")), "--backend",
+                 "onnx"]) == 2  # fmt: skip
+    assert digests(model_dir) == before  # nothing written or changed by any of it
+
+    export_model(model_dir)  # a fresh export of the new weights is used again, with the very same labels
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hf_gru"):
+        fresh = predicted_labels(capsys, "--model", str(model_dir), "--input", str(source), "--threads", "1")
+    assert fresh == torch_labels and resolve_backend(model_dir) == "onnx"
+    assert f"backend: onnx (fp32, {model_dir / 'onnx' / 'model.onnx'})" in caplog.messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    config = (model_dir / "config.json").read_text(encoding="utf-8")
+    assert '"ABBR"' in config
+    (model_dir / "config.json").write_text(config.replace('"ABBR"', '"ABBREVIATION"'), encoding="utf-8")
+    # a renamed label is a changed model too: the export's copy of the config would still say the old name
+    assert resolve_backend(model_dir) == "torch"
+
+
+def test_export_into_a_non_empty_folder_needs_overwrite_and_replaces_only_its_files(trec_model, tmp_path, capsys):
+    """Issue 31 item 1: a user's folder and another model's folder keep every byte unless --overwrite is given."""
+    directory, test = trec_model
+    texts = [r["text"] for r in test[:100]]
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "config.json").write_text('{"mine": true}\n', encoding="utf-8")
+    (user / "tokenizer.json").write_text('{"also": "mine"}\n', encoding="utf-8")
+    (user / "notes.txt").write_text("keep me\n", encoding="utf-8")
+    other = save_model(tmp_path / "other", texts, ["x", "y"])
+    other_labels = labels(other, texts, backend="torch", device="cpu")
+    for folder in (user, other):
+        before = digests(folder)
+        assert main(["export", "--model", str(directory), "--output", str(folder)]) == 2
+        error = capsys.readouterr().err
+        assert f"--output {folder} is not empty" in error and "--overwrite" in error
+        assert digests(folder) == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+    assert labels(other, texts, backend="torch", device="cpu") == other_labels  # the other model still loads
+
+    before = digests(user)
+    assert main(["export", "--model", str(directory), "--output", str(user), "--overwrite"]) == 0
+    after = digests(user)
+    assert after["notes.txt"] == before["notes.txt"]  # not an export file: untouched
+    for name in ("config.json", "tokenizer.json"):  # export files: replaced by the model's own
+        assert after[name] == hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    assert {"model.onnx", "source.json"} <= set(after) and set(before) <= set(after)
+    assert labels(user, texts) == labels(directory, texts, backend="torch", device="cpu")  # the export folder works
+
+    # The model's own onnx/ needs no --overwrite: it is the export's folder.
+    assert main(["export", "--model", str(directory)]) == 0
+    assert main(["export", "--model", str(directory), "--output", str(directory / "onnx")]) == 0
+
+
+def test_a_killed_export_leaves_one_fixed_staging_folder_that_the_next_export_clears(trec_model, tmp_path):
+    """Issue 31 item 9: every killed export used to leave another randomly named staging folder in the model."""
+    directory, _ = trec_model
+    model_dir = tmp_path / "model"
+    shutil.copytree(directory, model_dir, ignore=shutil.ignore_patterns("onnx"))
+    killed = (
+        "import os, signal, sys\n"
+        "import hf_gru.export as export\n"
+        "export.parity = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # killed once the graph is staged\n"
+        "export.export_model(sys.argv[1])\n"
+    )
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", killed, str(model_dir)], capture_output=True, timeout=300)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    leftovers = [p for p in model_dir.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) == 1 and (leftovers[0] / "model.onnx").is_file()  # one folder, whatever the kills
+    assert not (model_dir / "onnx").exists()
+    export_model(model_dir)
+    assert [p.name for p in model_dir.iterdir() if p.name.startswith(".")] == []
+    assert resolve_backend(model_dir) == "onnx"
 
 
 # ------------------------------------------------------------------------------------------------- bad input
