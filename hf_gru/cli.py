@@ -56,10 +56,12 @@ def _print_result(output_dir: Path, metrics: dict[str, float]) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .backends import load_backend
+    from .hub import local_model
     from .predict import evaluate_model
 
+    model_dir = local_model(args.model)
     classifier = load_backend(
-        args.model, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
+        model_dir, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
     )
     metrics = evaluate_model(
         args.model,
@@ -76,11 +78,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .backends import load_backend
+    from .hub import local_model
     from .predict import predict_file, write_predictions_atomically
 
-    def write(handle) -> int:
+    def write(handle) -> int:  # after the output was checked: nothing is downloaded or loaded for a bad --output
+        model_dir = local_model(args.model)
         classifier = load_backend(
-            args.model, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
+            model_dir, backend=args.backend, precision=args.precision, threads=args.threads, device=args.device
         )
         return predict_file(
             args.model,
@@ -145,10 +149,11 @@ def _add_backend_options(parser: argparse.ArgumentParser, batch_size: int) -> No
 def _serve(args: argparse.Namespace) -> int:
     """Load the model and bind the port first (each failure one line, before anything listens), then serve."""
     from .backends import load_backend
+    from .hub import local_model
     from .serving import ServingLimits, bind, create_app, serve  # fastapi: the serve extra
 
     limits = ServingLimits(**{name: getattr(args, name) for name in ServingLimits.__dataclass_fields__})
-    model_dir = _local_model(args.model)
+    model_dir = local_model(args.model)
     classifier = load_backend(model_dir, backend=args.backend, precision=args.precision, threads=args.threads)
     app = create_app(classifier, limits=limits, model_id=args.model, precision=args.precision)
     sock = bind(args.host, args.port)
@@ -157,21 +162,6 @@ def _serve(args: argparse.Namespace) -> int:
           f"(POST /predict, docs at /docs); SIGTERM or Ctrl-C drains and stops", flush=True)  # fmt: skip
     serve(app, sock, log_level="info" if logging.getLogger().isEnabledFor(logging.INFO) else "warning")
     return 0
-
-
-def _local_model(model: str) -> str:
-    """A model directory as given, or a Hub id downloaded (cached) to one; an id that is neither is one line."""
-    if Path(model).exists() or model.count("/") != 1 or model.startswith((".", "/")):
-        return model
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(model)
-    except (HfHubHTTPError, LocalEntryNotFoundError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        message = f"--model {model} is not a local folder and could not be fetched from the Hub ({first})"
-        raise ValueError(message) from None
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -263,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a dataset split (JSON, last line)")
-    evaluate.add_argument("--model", required=True, help="a trained model directory")
+    evaluate.add_argument("--model", required=True, help="a trained model directory or a Hub model id")
     evaluate.add_argument("--dataset", required=True, help="dataset reference, as for train")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: test)")
     evaluate.add_argument("--text-column", dest="text_column")
@@ -273,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="label every text of a file, as JSON Lines {line, text, label, score}"
     )
-    predict.add_argument("--model", required=True, help="a trained model directory (or its ONNX export folder)")
+    predict.add_argument(
+        "--model", required=True, help="a trained model directory (or its ONNX export folder) or a Hub model id"
+    )
     predict.add_argument(
         "--input",
         required=True,

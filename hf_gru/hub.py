@@ -1,9 +1,10 @@
 """Sharing on the Hub: a trained model directory becomes one commit holding everything needed to use and judge it.
 
 One commit, so that every revision of a repository is a complete model: weights, `config.json` with `auto_map`, the
-remote code, the tokenizer, results, plots and a card rendered for that repository. Everything that can be checked
-locally (files, config, repository id, token) is checked before the first request that writes, so a failed push
-leaves no partial commit behind.
+remote code, the tokenizer, results, plots, a card rendered for that repository and the ONNX export (`onnx/`) when it
+was made from these very weights and config (a stale one is left out, and an earlier push's removed). Everything
+that can be checked locally (files, config, repository id, token) is checked before the first request that writes,
+so a failed push leaves no partial commit behind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .run_directory import (
     CHECKPOINT_PREFIX,
     CONFIG_FILE,
     CONFUSION_MATRIX_FILE,
+    ONNX_DIR,
+    ONNX_MODEL_FILE,
+    ONNX_SOURCE_FILE,
     RESULTS_FILE,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_EXTRA_FILES,
@@ -32,6 +36,7 @@ from .run_directory import (
     TRAINING_CURVES_FILE,
     TRAINING_SUMMARY_FILE,
     WEIGHTS_FILE,
+    export_is_fresh,
 )
 
 try:  # huggingface_hub's HTTP library: its connection errors are not OSErrors, so the CLI would show a traceback
@@ -48,7 +53,8 @@ REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_CONFIG_FILE, RESULTS_FILE
 # At least one of TOKENIZER_VOCAB_FILES carries the vocabulary; whichever exist are uploaded.
 OPTIONAL_FILES = (*TOKENIZER_EXTRA_FILES, TRAINING_CURVES_FILE, CONFUSION_MATRIX_FILE)
 # Remote files a push owns: when the new upload lacks one, it is deleted in the same commit, so an earlier push's
-# weights, tokenizer or plot can never be loaded with this push's config. Anything else (notes, .gitattributes) stays.
+# weights, tokenizer or plot can never be loaded with this push's config; so is everything under `onnx/` (an export
+# of earlier weights). Anything else (notes, .gitattributes) stays.
 MANAGED_PATTERNS = (
     *REQUIRED_FILES,
     *TOKENIZER_VOCAB_FILES,
@@ -103,7 +109,26 @@ def files_to_upload(model_dir: str | Path) -> list[str]:
             f"train one with `hf-gru train --output_dir {model_dir} ...`"
         )
     optional = [name for name in OPTIONAL_FILES if (model_dir / name).is_file()]
-    return list(dict.fromkeys([*REQUIRED_FILES, *code_files, *vocab, *optional]))
+    return list(dict.fromkeys([*REQUIRED_FILES, *code_files, *vocab, *optional, *_onnx_files(model_dir)]))
+
+
+def _onnx_files(model_dir: Path) -> list[str]:
+    """`onnx/...` names to upload: the export's files when it was made from the weights and config being pushed;
+    none (and a warning saying so) when it is stale."""
+    folder = model_dir / ONNX_DIR
+    if not (folder / ONNX_MODEL_FILE).is_file():
+        return []
+    if not export_is_fresh(model_dir, folder):
+        logger.warning(
+            "skipping the ONNX export in %s: it was not made from the weights and config now in %s (its %s does not "
+            "match them); re-run `hf-gru export --model %s` and push again to include it",
+            folder,
+            model_dir,
+            ONNX_SOURCE_FILE,
+            model_dir,
+        )
+        return []
+    return [f"{ONNX_DIR}/{path.name}" for path in sorted(folder.iterdir()) if path.is_file() and path.name[0] != "."]
 
 
 def _remote_code_files(config_path: Path) -> list[str]:
@@ -216,8 +241,28 @@ def _stale(remote: Iterable[str], uploaded: set[str]) -> list[str]:
     return sorted(
         name
         for name in remote
-        if name not in uploaded and "/" not in name and any(fnmatch.fnmatch(name, p) for p in MANAGED_PATTERNS)
+        if name not in uploaded
+        and (
+            name.startswith(f"{ONNX_DIR}/")
+            or ("/" not in name and any(fnmatch.fnmatch(name, p) for p in MANAGED_PATTERNS))
+        )
     )
+
+
+def local_model(model: str) -> str:
+    """A model directory as given, or a Hub id downloaded (cached) to one, `onnx/` included; an id that is neither
+    is one line. `predict`, `evaluate` and `serve` read a Hub model through it."""
+    if Path(model).exists() or model.count("/") != 1 or model.startswith((".", "/")):
+        return model
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(model)
+    except (HfHubHTTPError, LocalEntryNotFoundError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = f"--model {model} is not a local folder and could not be fetched from the Hub ({first})"
+        raise ValueError(message) from None
 
 
 def _default_commit_message(model_dir: Path) -> str:

@@ -233,6 +233,7 @@ def write_outputs(
     Every engine calls it, so all leave the same directory behind. `confusion` is (true labels, predicted labels)
     on `data.final_split`; `summary_fields` lets an engine add what only it knows (e.g. the teacher). Main process.
     """
+    from .data import detect_language
     from .plots import plot_confusion_matrix, plot_training_curves
 
     plot_training_curves(
@@ -271,19 +272,6 @@ def record_streamed_size(output_dir: Path, samples_seen: int) -> None:
     summary.split_sizes["train"] = samples_seen
     summary.save(output_dir)
     write_model_card(output_dir)
-
-
-def detect_language(texts: list[str]) -> str | None:
-    """'zh' when CJK ideographs dominate, 'en' when ASCII letters do, else unknown: for the model card only."""
-    sample = "".join(texts[:2000])
-    letters = [c for c in sample if c.isalpha()]
-    if not letters:
-        return None
-    cjk = sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in letters)
-    if cjk / len(letters) > 0.3:
-        return "zh"
-    ascii_letters = sum(c.isascii() for c in letters)
-    return "en" if ascii_letters / len(letters) > 0.9 else None
 
 
 def _dataset_identity(reference: str) -> tuple[str, str | None]:

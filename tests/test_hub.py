@@ -432,3 +432,61 @@ def test_a_failed_push_after_training_says_where_the_model_is(
         push_trained_model(trained, "alice/late", private=False, revision=None, token=None)
     assert f"model is saved in {trained}" in caplog.text
     assert f"`hf-gru push --model {trained} --repo-id alice/late`" in caplog.text
+
+
+def _predict_by_repo_id(hub: LocalHub, repo_id: str, source: Path) -> tuple[list[str], str]:
+    """`hf-gru predict --model REPO_ID` in a fresh process with an empty cache: (labels, the backend line it logged)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_gru.cli", "predict", "--model", repo_id, "--input", str(source)],
+        capture_output=True,
+        text=True,
+        env=hub.subprocess_env(),
+        cwd=hub.root,
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    backend = [line for line in result.stderr.splitlines() if "backend: " in line]
+    assert len(backend) == 1, result.stderr  # said once
+    return [json.loads(line)["label"] for line in result.stdout.splitlines()], backend[0]
+
+
+def test_push_carries_a_fresh_onnx_export_only_and_a_hub_id_runs_it(
+    local_hub: LocalHub, trained: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 30 item 5: `onnx/` goes up with the weights it was exported from, never with others."""
+    pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed (pip install 'hf-gru[onnx]')")
+    from hf_gru.backends import load_backend
+    from hf_gru.export import export_model
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained, model_dir)
+    export_model(model_dir)
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+
+    def torch_labels() -> list[str]:
+        classifier = load_backend(model_dir, backend="torch", device="cpu")
+        return [classifier.config.id2label[int(i)] for i in classifier.predict_logits(TEXTS).argmax(-1)]
+
+    _push(local_hub, model_dir, "alice/with-onnx")
+    remote = set(local_hub.api().list_repo_files("alice/with-onnx"))
+    exported = {f"onnx/{path.name}" for path in (model_dir / "onnx").iterdir()}
+    assert {"onnx/model.onnx", "onnx/source.json", "onnx/config.json"} <= exported <= remote
+    labels, backend = _predict_by_repo_id(local_hub, "alice/with-onnx", source)
+    assert "backend: onnx" in backend and labels == torch_labels()
+
+    # Other weights, the export left as it was: the push says it skips the export and removes the earlier one.
+    weights = load_file(model_dir / WEIGHTS_FILE)
+    generator = torch.Generator().manual_seed(3)
+    weights = {name: value + 0.5 * torch.randn(value.shape, generator=generator) for name, value in weights.items()}
+    save_file(weights, model_dir / WEIGHTS_FILE, metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="hf_gru"):
+        _push(local_hub, model_dir, "alice/with-onnx")
+    skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(skipped) == 1 and "skipping the ONNX export" in skipped[0] and "hf-gru export" in skipped[0]
+    remote = set(local_hub.api().list_repo_files("alice/with-onnx"))
+    assert not [name for name in remote if name.startswith("onnx/")]
+    assert remote == {".gitattributes", *_expected_files(model_dir)}
+    labels, backend = _predict_by_repo_id(local_hub, "alice/with-onnx", source)
+    assert "backend: torch" in backend and labels == torch_labels()
