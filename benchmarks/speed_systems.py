@@ -162,14 +162,13 @@ def hf_gru_systems(
 
 def ensure_export(model_dir: Path, export: Path) -> Path:
     """An ONNX export (fp32 + int8) of `model_dir` in `export`, made with `hf_gru.export.export_model` if missing
-    or older than the model's weights."""
+    or made from other weights or config than the model's (its recorded source does not match them)."""
     from hf_gru.export import export_model
-    from hf_gru.run_directory import ONNX_INT8_FILE, WEIGHTS_FILE
+    from hf_gru.run_directory import ONNX_INT8_FILE, export_is_fresh
 
-    graph, weights = export / ONNX_INT8_FILE, Path(model_dir) / WEIGHTS_FILE
-    if not graph.is_file() or (weights.is_file() and weights.stat().st_mtime > graph.stat().st_mtime):
+    if not (export / ONNX_INT8_FILE).is_file() or not export_is_fresh(model_dir, export):
         log(f"exporting {model_dir} to {export} (hf_gru.export.export_model, fp32 + int8)")
-        export_model(model_dir, export, quantize="int8")
+        export_model(model_dir, export, quantize="int8", overwrite=True)  # the benchmark's own export folder
     return export
 
 
