@@ -14,11 +14,19 @@ import itertools
 import logging
 import random
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 logger = logging.getLogger(__name__)
+
+# The augmented texts may take at most this share of the memory available when they are drawn: the teacher, the
+# student and the tokenized transfer set need the rest.
+MEMORY_SHARE = 0.5
+_SLOT_BYTES = 64  # per augmented text besides the string: its list slots and its slot in the duplicate set
 
 # CJK ideographs (incl. extension A and compatibility), kana and hangul: one word each.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -99,7 +107,8 @@ class Augmenter:
         """`copies` draws per text, seeded per text position; duplicates and copies of an original are dropped."""
         seen = set(texts)
         out: list[str] = []
-        for index, text in enumerate(texts):
+        bar = tqdm(texts, desc="augmenting the training texts", unit="text", disable=not self.settings.copies)
+        for index, text in enumerate(bar):
             rng = random.Random(f"{self.settings.seed}-{index}")
             for _ in range(self.settings.copies):
                 new = self.augment_one(text, rng)
@@ -113,6 +122,7 @@ def augment_texts(
     texts: Sequence[str], settings: AugmentationSettings, mask_token: str | None, vocabulary_texts: Iterable[str] = ()
 ) -> list[str]:
     """New texts only (the originals are not repeated); the replacement vocabulary is `texts` + `vocabulary_texts`."""
+    check_augmentation_fits(texts, settings.copies)
     if mask_token is None and settings.mask_probability > 0:
         logger.warning("the teacher's tokenizer has no mask or unknown token: masked words are dropped instead")
     augmenter = Augmenter(list(texts) + list(vocabulary_texts), settings, mask_token)
@@ -129,3 +139,42 @@ def mask_token_of(tokenizer) -> str | None:
         )
         return tokenizer.unk_token
     return None
+
+
+def available_memory() -> int:
+    """Bytes of memory this process could still take (psutil ships with accelerate; sysconf where it is absent)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB"
+
+
+def check_augmentation_fits(texts: Sequence[str], copies: int) -> None:
+    """Refuse, before drawing any, `copies` augmented copies of `texts` that would not fit in memory.
+
+    Each copy is sized like its original (an n-gram copy is smaller): an upper estimate, so a refusal is certain
+    to be right; the limit is `MEMORY_SHARE` of the memory available now, and the message gives the largest
+    ``--augment_copies`` within it.
+    """
+    if not copies or not texts:
+        return
+    sample = texts[:: max(1, len(texts) // 2000)]
+    per_copy = len(texts) * (sum(sys.getsizeof(t) for t in sample) / len(sample) + _SLOT_BYTES)
+    needed, budget = copies * per_copy, MEMORY_SHARE * available_memory()
+    if needed <= budget:
+        return
+    most = int(budget // per_copy)
+    fix = f"use --augment_copies {most} or fewer" if most else "use --augment_copies 0 or fewer training texts"
+    raise ValueError(
+        f"--augment_copies {copies}: {len(texts):,} training texts x {copies:,} copies would take about "
+        f"{_gib(needed)} of memory, more than {MEMORY_SHARE:.0%} of the {_gib(budget / MEMORY_SHARE)} this machine "
+        f"has available; {fix} (Tang et al. used 20)"
+    )

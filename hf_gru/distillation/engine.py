@@ -10,6 +10,7 @@ and Python callers all come here.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, Features, List, Value
-from transformers import HfArgumentParser
+from transformers import AutoTokenizer, HfArgumentParser
 
 from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, expand_aliases
 from ..data.tokenize import _Tokenize, resolve_max_length
@@ -40,6 +41,9 @@ from .augment import AugmentationSettings, augment_texts, mask_token_of
 from .teacher import (
     CacheMismatchError,
     TeacherSettings,
+    cache_identity,
+    check_cache,
+    check_model_reference,
     check_teacher_labels,
     fine_tune_teacher,
     label_texts,
@@ -78,6 +82,12 @@ class DistillationArguments:
         default=None,
         metadata={"help": "fine-tune the teacher on this many training texts (seeded subset; the student still "
                   "learns from the teacher's logits on the whole transfer set)"},
+    )  # fmt: skip
+    teacher_save_steps: int | None = field(
+        default=None,
+        metadata={"help": "checkpoint the teacher every N steps instead of every epoch (it is evaluated there too, "
+                  "for selection and early stopping): a killed fine-tuning resumes with --resume_from_checkpoint "
+                  "last, losing at most N steps"},
     )  # fmt: skip
     labelling_batch_size: int = field(default=128, metadata={"help": "texts per teacher forward pass in labelling"})
     augment_copies: int = field(default=10, metadata={"help": "augmented copies drawn per training text (0: none)"})
@@ -121,10 +131,26 @@ class DistillationArguments:
             raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
         if self.embedding_init not in METHODS:
             raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
-        if self.teacher_max_train_samples is not None and self.teacher_max_train_samples < 1:
-            raise ValueError(f"--teacher_max_train_samples must be at least 1, got {self.teacher_max_train_samples}")
-        if self.temperature <= 0:
-            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if self.teacher:
+            check_model_reference(self.teacher, "--teacher")
+        if self.teacher_base:
+            check_model_reference(self.teacher_base, "--teacher_base")
+        for name in ("teacher_max_train_samples", "teacher_save_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("teacher_batch_size", "teacher_max_length", "labelling_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        # A negative weight rewards the student for disagreeing (test accuracy 0.0, exit 0); NaN/inf poison the loss.
+        for name, least, fix in (
+            ("gold_weight", 0.0, "a finite number >= 0 (0: no gold-label term)"),
+            ("temperature", None, "a finite number > 0 (1: plain softmax; default 2)"),
+            ("teacher_epochs", None, "a finite number > 0"),
+            ("teacher_learning_rate", None, "a finite number > 0"),
+        ):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (value < least if least is not None else value <= 0):
+                raise ValueError(f"--{name} must be {fix}, got {value}")
         if self.reuse_teacher_logits and not (Path(self.reuse_teacher_logits) / TEACHER_FINGERPRINT_FILE).is_file():
             raise ValueError(
                 f"--reuse_teacher_logits {self.reuse_teacher_logits}: not a teacher_logits/ folder of `hf-gru distill` "
@@ -285,10 +311,47 @@ def _tokenize_transfer_set(labelled: Dataset, gold: list[int], tokenizer, max_le
     )
 
 
+def _reuse_refusal(distill_args: DistillationArguments, error: CacheMismatchError) -> str:
+    kept = (
+        f"; the teacher fine-tuned in {TEACHER_DIR}/ is kept: add --resume_from_checkpoint last to reuse it"
+        if distill_args.teacher_base
+        else ""
+    )
+    return (
+        f"--reuse_teacher_logits {distill_args.reuse_teacher_logits} holds the logits of {error.what}: give the "
+        "same teacher, dataset, augmentation options and --augment_seed as that run (and its --seed where the "
+        f"validation split is carved from train){kept}"
+    )
+
+
+def _check_reusable(distill_args: DistillationArguments, identity: dict[str, Any]) -> None:
+    """Refuse a `--reuse_teacher_logits` folder made for other texts (or by another teacher) before copying it."""
+    if not distill_args.reuse_teacher_logits:
+        return
+    try:
+        check_cache(distill_args.reuse_teacher_logits, identity)
+    except CacheMismatchError as error:
+        raise CacheMismatchError(_reuse_refusal(distill_args, error), error.what) from error
+
+
+def _copy_into_place(source: Path, target: Path) -> None:
+    """Copy a folder into a hidden sibling, then rename it: a killed copy never passes for a complete cache."""
+    partial = target.with_name(f".{target.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(source, partial)
+    partial.rename(target)
+
+
 def build_transfer_texts(
-    train_texts: list[str], distill_args: DistillationArguments, mask_token: str | None, seed: int
+    train_texts: list[str],
+    distill_args: DistillationArguments,
+    mask_token: str | None,
+    seed: int,
+    unlabeled: list[str] | None = None,
 ) -> list[str]:
-    """Training texts first (in order; their gold labels line up), then augmented copies, then unlabeled texts."""
+    """Training texts first (in order; their gold labels line up), then augmented copies, then unlabeled texts
+    (`unlabeled` when already read, else read from ``--unlabeled``)."""
     settings = AugmentationSettings(
         copies=distill_args.augment_copies,
         mask_probability=distill_args.mask_probability,
@@ -296,10 +359,15 @@ def build_transfer_texts(
         ngram_probability=distill_args.ngram_probability,
         seed=seed,
     )
-    unlabeled = load_unlabeled_texts(distill_args.unlabeled) if distill_args.unlabeled else []
+    if unlabeled is None:
+        unlabeled = load_unlabeled_texts(distill_args.unlabeled) if distill_args.unlabeled else []
     augmented = augment_texts(train_texts, settings, mask_token, vocabulary_texts=unlabeled)
     seen = set(train_texts) | set(augmented)
     extra = [t for t in dict.fromkeys(unlabeled) if t not in seen]
+    if unlabeled and not extra:
+        logger.warning(
+            "--unlabeled %s adds no texts: every one is a training text or an augmented copy", distill_args.unlabeled
+        )
     logger.info(
         "transfer set: %d training texts + %d augmented + %d unlabeled", len(train_texts), len(augmented), len(extra)
     )
@@ -328,15 +396,36 @@ def run_distillation(
         if width is not None and width < preset_width:
             model_args.embedding_size = width  # a narrow teacher's embeddings as they are: PCA only reduces
 
+    # Read first: a bad file is refused before anything is written, and a pruned vocabulary keeps these texts' pieces.
+    unlabeled = load_unlabeled_texts(distill_args.unlabeled) if distill_args.unlabeled else []
+    transfer: dict[str, Any] = {}
+    augment_seed = training_args.seed if distill_args.augment_seed is None else distill_args.augment_seed
+    # --teacher_base by Hub id works offline too: the encoder may come from the HF cache or an installed package
+    base = str(resolve_encoder(distill_args.teacher_base).path) if distill_args.teacher_base else None
+
     def load_data(start: Start):
         data = prepare_training_data(model_args, data_args, training_args, start)
         if given is not None:
             check_teacher_labels(given, [data.id2label[i] for i in range(data.num_labels)], reference)
+        # Checked here, before the output directory exists or a teacher is trained: the augmentation's size and
+        # whether a --reuse_teacher_logits folder was made for these texts.
+        train = data.raw["train"]
+        if data_args.max_train_samples is not None:  # the same subset prepare_training_data took
+            train = train.shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(train))))
+        base_tokenizer = given_tokenizer if given is not None else AutoTokenizer.from_pretrained(base)
+        texts = build_transfer_texts(
+            train["text"], distill_args, mask_token_of(base_tokenizer), augment_seed, unlabeled=unlabeled
+        )
+        identity = {"teacher": reference, "dataset": data.reference}
+        if given is not None:
+            identity["teacher_fingerprint"] = teacher_fingerprint(given, reference)
+        _check_reusable(distill_args, cache_identity(texts, identity))  # texts only, for a teacher yet to train
+        transfer.update(train=train, texts=texts, identity=identity)
         return data
 
     resume_in = _resumable_labelling(training_args)
     if resume_in is not None:
-        logger.info("resuming the teacher phase of the run killed in %s (no checkpoint yet)", resume_in)
+        logger.info("resuming the teacher phase of the run killed in %s (no student checkpoint yet)", resume_in)
         training_args.resume_from_checkpoint = None
     run = start_run(
         model_args,
@@ -345,6 +434,7 @@ def run_distillation(
         inputs=(reference, distill_args.unlabeled, distill_args.reuse_teacher_logits),
         load_data=load_data,
         resume_in=resume_in,
+        extra_texts=unlabeled,
     )
     work, data = run.directory.work, run.data
     encoder = run.start.encoder
@@ -364,9 +454,12 @@ def run_distillation(
             max_length=distill_args.teacher_max_length,
             seed=training_args.seed,
             max_train_samples=distill_args.teacher_max_train_samples,
+            save_steps=distill_args.teacher_save_steps,
         )
         # evaluate=False: the teacher reads validation and test once, below, for its logits as well as its metrics
-        fine_tune_teacher(distill_args.teacher_base, data.raw, teacher_dir, settings, resume=True, evaluate=False)
+        fine_tune_teacher(
+            base, data.raw, teacher_dir, settings, resume=True, evaluate=False, name=distill_args.teacher_base
+        )
     with training_args.main_process_first(desc="teacher labelling"):
         if distill_args.teacher_base:
             teacher, tokenizer = load_teacher(str(teacher_dir))
@@ -377,19 +470,12 @@ def run_distillation(
         )
         if distill_args.teacher_base and training_args.process_index == 0:
             record_teacher_results(teacher_dir, teacher_metrics)  # so DIR/teacher/ is complete for --teacher
-        train = data.raw["train"]
-        if data_args.max_train_samples is not None:  # the same subset prepare_training_data took
-            train = train.shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(train))))
-        augment_seed = training_args.seed if distill_args.augment_seed is None else distill_args.augment_seed
-        texts = build_transfer_texts(train["text"], distill_args, mask_token_of(tokenizer), augment_seed)
+        train, texts = transfer["train"], transfer["texts"]
+        identity = {**transfer["identity"], "teacher_fingerprint": teacher_fingerprint(teacher, reference)}
         cache = work / TEACHER_LOGITS_DIR
         if distill_args.reuse_teacher_logits and not cache.exists():
-            shutil.copytree(distill_args.reuse_teacher_logits, cache)
-        identity = {
-            "teacher": reference,
-            "teacher_fingerprint": teacher_fingerprint(teacher, reference),
-            "dataset": data.reference,
-        }
+            _check_reusable(distill_args, cache_identity(texts, identity))  # now the fine-tuned teacher's too
+            _copy_into_place(Path(distill_args.reuse_teacher_logits), cache)
         try:
             labelled = label_texts(
                 teacher,
@@ -403,11 +489,7 @@ def run_distillation(
         except CacheMismatchError as error:
             if not distill_args.reuse_teacher_logits:
                 raise
-            raise CacheMismatchError(
-                f"--reuse_teacher_logits {distill_args.reuse_teacher_logits} was labelled for another teacher or "
-                "other texts: give the same teacher, dataset, augmentation options and --augment_seed as that run "
-                "(and its --seed where the validation split is carved from train)"
-            ) from error
+            raise CacheMismatchError(_reuse_refusal(distill_args, error), error.what) from error
         max_length = resolve_max_length(data.tokenizer, data_args.max_length)
         data.tokenized["train"] = _tokenize_transfer_set(labelled, list(train["label"]), data.tokenizer, max_length)
     teacher.to("cpu")

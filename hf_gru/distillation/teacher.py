@@ -32,8 +32,16 @@ from transformers import (
     set_seed,
 )
 
+from ..data.sources import _path_like
 from ..metrics import build_compute_metrics
-from ..run_directory import RESULTS_FILE, TEACHER_FINGERPRINT_FILE, read_results, save_results
+from ..run_directory import (
+    RESULTS_FILE,
+    TEACHER_FINGERPRINT_FILE,
+    TRAINER_STATE_FILE,
+    read_results,
+    resolve_checkpoint,
+    save_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,31 @@ class TeacherSettings:
     warmup_ratio: float = 0.1
     seed: int = 42
     max_train_samples: int | None = None  # fine-tune on a seeded subset where the CPU cannot afford the whole split
+    save_steps: int | None = None  # checkpoint (and evaluate) every this many steps instead of every epoch
+
+
+def check_model_reference(reference: str, option: str) -> None:
+    """Refuse a missing local model path before the Hub client sees it and answers "Repo id must be in the form".
+
+    Only references that cannot be Hub ids are judged: written as a path (``./``, ``/``, ``~``), inside an existing
+    local folder, or rejected by the Hub's own id validator. ``namespace/name`` stays a Hub id.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(reference).expanduser()
+    if path.exists():
+        return
+    why = _path_like(reference, path)
+    if why is None:
+        try:
+            validate_repo_id(reference)
+        except HFValidationError:
+            why = "it is not a valid Hub id"
+    if why:
+        raise ValueError(
+            f"{option} {reference} does not exist (looked in {Path.cwd()}); {why}, so it is not tried as a Hub id: "
+            "give the folder of a saved transformers model or a Hub id such as namespace/name"
+        )
 
 
 def label_mapping(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -73,6 +106,7 @@ def fine_tune_teacher(
     *,
     resume: bool = False,
     evaluate: bool = True,
+    name: str | None = None,
 ) -> dict[str, float]:
     """Fine-tune `base` on ``data['train']``, keep the epoch best on validation, save it with its results.
 
@@ -81,7 +115,8 @@ def fine_tune_teacher(
     written to ``output_dir/all_results.json`` (``eval_*`` on validation, ``test_*`` on test). ``evaluate=False``
     leaves the last two out for a caller that reads both splits with the teacher anyway (``hf-gru distill`` does,
     for its logits, and adds them with :func:`record_teacher_results`): on IMDB's 25,000 test reviews the pass
-    costs about ten minutes on a 2-core CPU.
+    costs about ten minutes on a 2-core CPU. `name` is what the results call the base (`base` may be the folder
+    it was resolved to). With `resume`, training continues from the newest complete checkpoint in `output_dir`.
     """
     settings = settings or TeacherSettings()
     output_dir = Path(output_dir)
@@ -93,6 +128,10 @@ def fine_tune_teacher(
         subset = data["train"].shuffle(seed=settings.seed).select(range(settings.max_train_samples))
         data = DatasetDict({**data, "train": subset})
     tokenized = _tokenize(data, tokenizer, settings.max_length)
+    every = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if settings.save_steps is not None:  # selection and early stopping then also go by these steps
+        every = {"eval_strategy": "steps", "save_strategy": "steps", "save_steps": settings.save_steps}
+        every["eval_steps"] = settings.save_steps
     args = TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=settings.learning_rate,
@@ -101,8 +140,7 @@ def fine_tune_teacher(
         per_device_eval_batch_size=2 * settings.batch_size,
         weight_decay=settings.weight_decay,
         warmup_steps=settings.warmup_ratio,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        **every,
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
@@ -125,12 +163,11 @@ def fine_tune_teacher(
         callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
     )
     started = time.perf_counter()
-    last = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    result = trainer.train(resume_from_checkpoint=last)
+    last = _last_complete_checkpoint(output_dir) if resume else None
+    if last is not None:
+        step = json.loads((last / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
+        logger.info("resuming the teacher's fine-tuning at step %d from %s", step, last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
     metrics: dict[str, float] = dict(result.metrics)
     metrics["train_wall_seconds"] = round(time.perf_counter() - started, 2)
     metrics["train_samples"] = len(tokenized["train"])
@@ -142,12 +179,22 @@ def fine_tune_teacher(
             metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
     if not trainer.is_world_process_zero():
         return metrics
-    metrics["base_model"] = base  # type: ignore[assignment]
+    metrics["base_model"] = name or base  # type: ignore[assignment]
     metrics["num_parameters"] = sum(p.numel() for p in model.parameters())
     record_teacher_results(output_dir, metrics)
     for checkpoint in output_dir.glob("checkpoint-*"):  # the best model is saved at the top; keep the dir small
         shutil.rmtree(checkpoint)
     return metrics
+
+
+def _last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest teacher checkpoint a kill did not cut short (its trainer state is written last), if any."""
+    if not output_dir.is_dir() or not any(output_dir.glob("checkpoint-*")):
+        return None
+    try:
+        return resolve_checkpoint("last", output_dir)  # the rule `--resume_from_checkpoint last` follows
+    except ValueError:  # only incomplete ones: a kill during the first save
+        return None
 
 
 def record_teacher_results(teacher_dir: str | Path, metrics: dict[str, Any]) -> None:
@@ -185,10 +232,15 @@ def check_teacher_labels(model: PreTrainedModel, names: tuple[str, ...] | list[s
 # ------------------------------------------------------------------------------------------------- labelling
 
 CHUNK_PREFIX = "chunk-"
+CHUNK_SIZE = 4096  # texts per cached Arrow chunk: what a killed labelling loses at most
 
 
 class CacheMismatchError(ValueError):
-    """The output directory holds teacher logits for another teacher or other texts."""
+    """The output directory holds teacher logits for another teacher or other texts (`what`: which of them)."""
+
+    def __init__(self, message: str, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what
 
 
 _WHERE_NOT_WHAT = ("_name_or_path", "transformers_version")  # a moved or re-saved teacher is the same teacher
@@ -214,12 +266,23 @@ def texts_fingerprint(texts: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _check_cache(cache_dir: Path, identity: dict[str, Any]) -> None:
-    path = cache_dir / TEACHER_FINGERPRINT_FILE
+def cache_identity(texts: list[str], identity: dict[str, Any], chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
+    """What a logits cache records about itself: `identity` (teacher, its fingerprint, dataset) and the texts."""
+    return {
+        **identity,
+        "num_texts": len(texts),
+        "texts_fingerprint": texts_fingerprint(texts),
+        "chunk_size": chunk_size,
+    }
+
+
+def check_cache(cache_dir: str | Path, identity: dict[str, Any]) -> None:
+    """Refuse a cache made for other texts or, when `identity` has a ``teacher_fingerprint``, by another teacher."""
+    path = Path(cache_dir) / TEACHER_FINGERPRINT_FILE
     if not path.is_file():
         return
     cached = json.loads(path.read_text(encoding="utf-8"))
-    if cached.get("teacher_fingerprint") != identity["teacher_fingerprint"]:
+    if "teacher_fingerprint" in identity and cached.get("teacher_fingerprint") != identity["teacher_fingerprint"]:
         what = f"teacher {cached.get('teacher')!r}, not {identity['teacher']!r}"
     elif cached.get("texts_fingerprint") != identity["texts_fingerprint"]:
         what = f"other texts (dataset {cached.get('dataset')!r}, {cached.get('num_texts')} texts)"
@@ -227,7 +290,8 @@ def _check_cache(cache_dir: Path, identity: dict[str, Any]) -> None:
         return
     raise CacheMismatchError(
         f"{cache_dir} holds the cached logits of {what}; distil into another --output_dir, or pass "
-        "--overwrite_output_dir to replace that run"
+        "--overwrite_output_dir to replace that run",
+        what,
     )
 
 
@@ -240,7 +304,7 @@ def label_texts(
     identity: dict[str, Any],
     max_length: int = 128,
     batch_size: int = 128,
-    chunk_size: int = 4096,
+    chunk_size: int = CHUNK_SIZE,
 ) -> Dataset:
     """The teacher's logits for `texts` (in order), as a `datasets` Dataset with ``text`` and ``teacher_logits``.
 
@@ -249,9 +313,8 @@ def label_texts(
     fingerprint in `identity`) is refused rather than mixed in. Each chunk is labelled in length-sorted batches.
     """
     cache_dir = Path(cache_dir)
-    identity = {**identity, "num_texts": len(texts), "texts_fingerprint": texts_fingerprint(texts)}
-    identity["chunk_size"] = chunk_size
-    _check_cache(cache_dir, identity)
+    identity = cache_identity(texts, identity, chunk_size)
+    check_cache(cache_dir, identity)
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / TEACHER_FINGERPRINT_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
     chunks = range(0, len(texts), chunk_size)
