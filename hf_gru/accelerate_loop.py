@@ -71,9 +71,7 @@ def _streaming_loader(
     streams: list[IterableDataset],
 ) -> Callable[[Start], PreparedData]:
     """`start_run`'s data step for `--streaming`: evaluation splits in memory, this process's training stream kept.
-
-    The pretrained start follows the head rows' language; a stream cannot be seen whole, so its vocabulary is not
-    pruned (the head rows would leave out pieces the rest of the stream uses)."""
+    The start follows the head rows' language; a stream is never seen whole, so no vocabulary is pruned."""
 
     def load(start: Start) -> PreparedData:
         def build_tokenizer(texts: list[str]):

@@ -11,8 +11,8 @@ a reference means, its splits as stored), ``readers`` (data files and class fold
 classify (``hf-gru predict``) a record at a time.
 """
 
-from .language import detect_language
 from .labels import LABEL_COLUMN_CANDIDATES, TEXT_COLUMN_CANDIDATES
+from .language import detect_language
 from .presets import DATASET_PRESETS, DatasetPreset
 from .readers import DataFileError
 from .records import iter_input_records
