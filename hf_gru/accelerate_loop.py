@@ -8,8 +8,7 @@ Where this differs from the Trainer on purpose:
   processes sees the very batches of a one-process run with the same global batch;
 - the sampler's generator is reseeded with `seed + epoch` at each epoch, so a run resumed mid-epoch replays the
   epoch's order exactly and skips what it had done (`skip_first_batches`);
-- `--streaming` trains on a `datasets` iterable dataset sharded by process (`hf_gru.data.streaming`), with
-  `--max_steps`: the label set and a trained tokenizer come from the first `--head_rows` rows.
+- `--streaming` trains on an iterable dataset sharded by process (`hf_gru.data.streaming`), with `--max_steps`.
 """
 
 from __future__ import annotations
