@@ -131,10 +131,6 @@ class DistillationArguments:
             raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
         if self.embedding_init not in METHODS:
             raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
-        if self.teacher:
-            check_model_reference(self.teacher, "--teacher")
-        if self.teacher_base:
-            check_model_reference(self.teacher_base, "--teacher_base")
         for name in ("teacher_max_train_samples", "teacher_save_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -382,6 +378,8 @@ def run_distillation(
 ) -> RunOutcome:
     """Teacher → labelled transfer set → GRU student; the output directory is complete as for `hf-gru train`."""
     reference = distill_args.teacher_reference
+    # Here, not at parsing: parsing alone (benchmarks read a run's defaults with placeholders) touches no files.
+    check_model_reference(reference, "--teacher" if distill_args.teacher else "--teacher_base")
     if model_args.model_name_or_path is None and model_args.init_embeddings in (None, AUTO):
         model_args.init_embeddings = reference  # the student reads with the teacher's tokenizer and embeddings
     given = given_tokenizer = None
