@@ -222,7 +222,10 @@ class Batcher:
         return not self._stopping and bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def submit(self, job: Job) -> None:
-        """Queues a request that was counted in `arriving` (and no longer is, in the same step)."""
+        """Queues a request that was counted in `arriving` (and no longer is, in the same step). The workers start
+        here when no lifespan started them: an app mounted inside another gets no lifespan events of its own."""
+        if not self._threads:
+            self.start(asyncio.get_running_loop())
         with self._condition:
             self.arriving -= 1
             if self._stopping:

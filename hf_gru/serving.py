@@ -300,6 +300,8 @@ def create_app(
     @app.get("/health")
     async def health() -> Response:
         """200 while the workers run; 503 otherwise."""
+        if not service.batcher._threads:  # mounted: no lifespan started them
+            service.batcher.start(asyncio.get_running_loop())
         if service.batcher.healthy:
             return Response(b"", media_type=JSON)
         return error_response(ServerError(503, "unhealthy", "the model workers are not running", retry_after=1))

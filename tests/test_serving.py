@@ -215,6 +215,14 @@ def test_routes_answer_teis_shapes(classifier, sst2):
         assert "/predict" in httpx.get(f"{base}/openapi.json").json()["paths"]
         assert httpx.get(f"{base}/docs").status_code == 200
 
+    from fastapi import FastAPI
+
+    parent = FastAPI()  # mounted in a user's app, which runs no lifespan of the mounted one
+    parent.mount("/sentiment", create_app(classifier))
+    with running(parent) as base:
+        assert httpx.post(f"{base}/sentiment/predict", json={"inputs": texts[0]}, timeout=60).json() == single
+        assert httpx.get(f"{base}/sentiment/health").status_code == 200
+
 
 def test_batched_requests_equal_each_text_classified_alone(classifier, sst2):
     texts = sst2[1]
