@@ -89,6 +89,11 @@ class DistillationArguments:
                   "for selection and early stopping): a killed fine-tuning resumes with --resume_from_checkpoint "
                   "last, losing at most N steps"},
     )  # fmt: skip
+    teacher_freeze_embeddings: str = field(
+        default="auto",
+        metadata={"help": "keep the teacher's input-embedding matrix fixed while fine-tuning: auto (when it has over "
+                  "100k rows, e.g. multilingual-e5-small's 250k: its dense AdamW update dominated each step), yes, no"},
+    )  # fmt: skip
     labelling_batch_size: int = field(default=128, metadata={"help": "texts per teacher forward pass in labelling"})
     augment_copies: int = field(default=10, metadata={"help": "augmented copies drawn per training text (0: none)"})
     mask_probability: float = field(default=0.1, metadata={"help": "per-word masking probability (Tang et al.)"})
@@ -399,7 +404,8 @@ def run_distillation(
     transfer: dict[str, Any] = {}
     augment_seed = training_args.seed if distill_args.augment_seed is None else distill_args.augment_seed
     # --teacher_base by Hub id works offline too: the encoder may come from the HF cache or an installed package
-    base = str(resolve_encoder(distill_args.teacher_base).path) if distill_args.teacher_base else None
+    base_encoder = resolve_encoder(distill_args.teacher_base) if distill_args.teacher_base else None
+    base = str(base_encoder.path) if base_encoder is not None else None
 
     def load_data(start: Start):
         data = prepare_training_data(model_args, data_args, training_args, start)
@@ -453,10 +459,11 @@ def run_distillation(
             seed=training_args.seed,
             max_train_samples=distill_args.teacher_max_train_samples,
             save_steps=distill_args.teacher_save_steps,
+            freeze_embeddings={"auto": None, "yes": True, "no": False}[distill_args.teacher_freeze_embeddings],
         )
         # evaluate=False: the teacher reads validation and test once, below, for its logits as well as its metrics
         fine_tune_teacher(
-            base, data.raw, teacher_dir, settings, resume=True, evaluate=False, name=distill_args.teacher_base
+            base, data.raw, teacher_dir, settings, resume=True, evaluate=False, name=base_encoder.describe()
         )
     with training_args.main_process_first(desc="teacher labelling"):
         if distill_args.teacher_base:
