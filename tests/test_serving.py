@@ -189,7 +189,7 @@ def test_a_model_that_fails_to_load_or_a_taken_port_is_one_line_before_listening
 # ---------------------------------------------------------------------------------------- protocol and batching
 
 
-def test_routes_answer_teis_shapes(classifier, sst2):
+def test_routes_answer_teis_shapes(model_dir, classifier, sst2):
     texts = sst2[0][:3]
     with running(create_app(classifier, model_id="sst2-tiny")) as base:
         single = httpx.post(f"{base}/predict", json={"inputs": texts[0]}).json()
@@ -214,6 +214,12 @@ def test_routes_answer_teis_shapes(classifier, sst2):
         assert metric(base, "hf_gru_texts") == 1 + 3 + 1 + 3 + 1 + 1
         assert "/predict" in httpx.get(f"{base}/openapi.json").json()["paths"]
         assert httpx.get(f"{base}/docs").status_code == 200
+
+    torch_backend = load_backend(model_dir, backend="torch", device="cpu")  # one worker, torch's own threads
+    with running(create_app(torch_backend)) as base:
+        raw_torch = httpx.post(f"{base}/predict", json={"inputs": texts[0], "raw_scores": True}).json()
+        assert httpx.get(f"{base}/info").json()["backend"] == "torch"
+    np.testing.assert_allclose(raw_logits(raw_torch, classifier.config), raw_logits(raw, classifier.config), atol=1e-4)
 
     from fastapi import FastAPI
 
