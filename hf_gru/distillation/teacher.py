@@ -32,7 +32,7 @@ from transformers import (
     set_seed,
 )
 
-from ..data.sources import _path_like
+from ..data import path_like
 from ..metrics import build_compute_metrics
 from ..run_directory import (
     RESULTS_FILE,
@@ -78,7 +78,7 @@ def check_model_reference(reference: str, option: str) -> None:
     path = Path(reference).expanduser()
     if path.exists():
         return
-    why = _path_like(reference, path)
+    why = path_like(reference, path)
     if why is None:
         try:
             validate_repo_id(reference)

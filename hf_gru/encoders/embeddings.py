@@ -116,9 +116,14 @@ def initialize_embeddings(
             raise ValueError(f"the pruned vocabulary ({len(rows)} rows) does not fit {name} or the GRU ({vocab} rows)")
         matrix = matrix[rows]
     elif vocab < matrix.shape[0]:
-        logger.info(
-            "embeddings: %s keeps %d rows for %d tokens; the padding rows are dropped", name, len(matrix), vocab
-        )
+        from ..tokenization import load_tokenizer
+
+        if len(load_tokenizer(str(source))) != vocab:
+            raise ValueError(
+                f"the GRU's vocabulary has {vocab} tokens but {name} has {matrix.shape[0]} embedding rows: the GRU "
+                f"must use {name}'s tokenizer (rows follow its vocabulary)"
+            )
+        logger.info("embeddings: %s keeps %d rows for %d tokens (padding rows dropped)", name, len(matrix), vocab)
         matrix = matrix[:vocab]
     reduced = reduce_embeddings(matrix, width, method)
     reduced = reduced * (model.config.embedding_init_std / reduced.std().clamp_min(1e-8))

