@@ -151,10 +151,12 @@ def stop(process: subprocess.Popen) -> int:
 
 
 async def closed_loop(
-    base: str, bodies: list[bytes], sizes: list[int], concurrency: int, max_requests: int, max_seconds: float
-) -> dict[str, Any]:
+    base: str, bodies: list[bytes], sizes: list[int], concurrency: int, max_requests: int, max_seconds: float,
+    barrier: Any = None,
+) -> dict[str, Any]:  # fmt: skip
     """`concurrency` clients, each sending its next request when the last is answered, until `max_requests` have been
-    sent or `max_seconds` have passed. An answer counts when it is a 200 holding one result per text sent."""
+    sent or `max_seconds` have passed. An answer counts when it is a 200 holding one result per text sent. After the
+    warm-up (one request per client, not counted) it waits at `barrier`, so that several processes start together."""
     import httpx
 
     latencies: list[float] = []
@@ -187,13 +189,21 @@ async def closed_loop(
     clients = [httpx.AsyncClient(base_url=base, timeout=120) for _ in range(concurrency)]
     try:
         await asyncio.gather(*(one(client, i, record=False) for i, client in enumerate(clients)))  # warm
+        if barrier is not None:
+            await asyncio.to_thread(barrier.wait)
         numbers = itertools.count()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client_loop(client, numbers, started + max_seconds) for client in clients))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await asyncio.gather(*(client.aclose() for client in clients))
-    return {"seconds": seconds, "latencies": latencies, **counts}
+    return {"seconds": seconds, "client_cpu_seconds": cpu, "latencies": latencies, **counts}
+
+
+def client_process(base: str, bodies: list[bytes], size: int, concurrency: int, max_requests: int,
+                   max_seconds: float, barrier: Any, results: Any) -> None:  # fmt: skip
+    """One load-generator process: its share of the clients, its result put on `results`."""
+    results.put(event_loop_run(closed_loop(base, bodies, [size], concurrency, max_requests, max_seconds, barrier)))
 
 
 def event_loop_run(coroutine: Any) -> Any:
@@ -213,30 +223,58 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def measure(process: subprocess.Popen, base: str, texts: list[str], size: int, concurrency: int,
-            max_requests: int, max_seconds: float) -> dict[str, Any]:  # fmt: skip
-    """One load against one server, with the CPU time both sides used and the load average before it."""
+            max_requests: int, max_seconds: float, client_processes: int) -> dict[str, Any]:  # fmt: skip
+    """One load against one server, with the CPU time both sides used and the load average before it.
+
+    The clients are split over up to `client_processes` processes (one Python process cannot send more than about
+    a thousand requests a second through httpx), which start together after their warm-up."""
+    import multiprocessing
+
     import psutil
 
     bodies = [json.dumps({"inputs": texts[i] if size == 1 else texts[i : i + size]}).encode()
               for i in range(0, len(texts) - size + 1, size)]  # fmt: skip
-    server, me = psutil.Process(process.pid), psutil.Process()
-    load_before = os.getloadavg()
-    server_cpu, client_cpu = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2])
-    run = event_loop_run(closed_loop(base, bodies, [size], concurrency, max_requests, max_seconds))
-    server_cpu, client_cpu = sum(server.cpu_times()[:2]) - server_cpu, sum(me.cpu_times()[:2]) - client_cpu
-    seconds, latencies = run.pop("seconds"), run.pop("latencies")
+    shares = [len(part) for part in _split(range(concurrency), min(client_processes, concurrency))]
+    context = multiprocessing.get_context("spawn")  # this process holds threads (torch, ONNX Runtime): no fork
+    barrier, results = context.Barrier(len(shares) + 1), context.Queue()
+    workers = [
+        context.Process(target=client_process, args=(base, bodies, size, share, -(-max_requests // len(shares)),
+                                                     max_seconds, barrier, results))  # fmt: skip
+        for share in shares
+    ]
+    for worker in workers:
+        worker.start()
+    server = psutil.Process(process.pid)
+    barrier.wait()
+    load_before, server_cpu, started = os.getloadavg(), sum(server.cpu_times()[:2]), time.perf_counter()
+    runs = [results.get() for _ in workers]
+    wall, server_cpu = time.perf_counter() - started, sum(server.cpu_times()[:2]) - server_cpu
+    for worker in workers:
+        worker.join()
+    seconds = max(run["seconds"] for run in runs)
+    latencies = [value for run in runs for value in run["latencies"]]
+    counts = {key: sum(run[key] for run in runs) for key in ("sent", "ok", "errors", "texts")}
     ms = {f"p{q}_ms": (None if (v := percentile(latencies, q)) is None else round(1e3 * v, 2)) for q in (50, 95, 99)}
     return {
-        "texts_per_second": round(run["texts"] / seconds, 1),
-        "requests_per_second": round(run["ok"] / seconds, 1),
+        "texts_per_second": round(counts["texts"] / seconds, 1),
+        "requests_per_second": round(counts["ok"] / seconds, 1),
         **ms,
-        "server_cpu_cores": round(server_cpu / seconds, 2),
-        "client_cpu_cores": round(client_cpu / seconds, 2),
-        "lost": run["sent"] - run["ok"] - run["errors"],
+        "server_cpu_cores": round(server_cpu / wall, 2),
+        "client_cpu_cores": round(sum(run["client_cpu_seconds"] for run in runs) / seconds, 2),
+        "client_processes": len(shares),
+        "lost": counts["sent"] - counts["ok"] - counts["errors"],
         "seconds": round(seconds, 2),
         "load_average_before": [round(x, 2) for x in load_before],
-        **run,
+        **counts,
     }
+
+
+def _split(items: range, parts: int) -> list[range]:
+    size, extra = divmod(len(items), parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def offline_throughput(student: Path, texts: list[str], rounds: int) -> dict[str, Any]:
@@ -278,7 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for load, size, concurrency in LOADS:
                 limit = args.max_requests if size == 1 else max(1, args.max_requests // 10)
-                row = measure(process, base, texts, size, concurrency, limit, args.max_seconds)
+                row = measure(process, base, texts, size, concurrency, limit, args.max_seconds, args.client_processes)
                 rows.append({"system": key, "name": name, "load": load, "concurrency": concurrency, **row})
                 log(f"  {load:8s} c={concurrency:<3d} {row['texts_per_second']:>9,.1f} texts/s  p50 {row['p50_ms']} "
                     f"p99 {row['p99_ms']} ms  errors {row['errors']} lost {row['lost']}  "
@@ -287,7 +325,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             exit_code = stop(process)
         rows.append({"system": key, "name": name, "load": "sigterm", "exit_code": exit_code})
     return {"machine": machine(), "student": student, "minilm": minilm, "offline_predict": offline,
-            "max_requests": args.max_requests, "max_seconds": args.max_seconds, "rows": rows,
+            "max_requests": args.max_requests, "max_seconds": args.max_seconds,
+            "client_processes": args.client_processes, "rows": rows,
             "acceptance": acceptance(rows, offline)}  # fmt: skip
 
 
@@ -349,6 +388,7 @@ def main() -> int:
     parser.add_argument("--student", type=Path, default=STUDENT_DIR, help="an sst2 model folder (trained if missing)")
     parser.add_argument("--max-requests", type=int, default=4000, help="per single-text load (32-text: a tenth)")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="per load")
+    parser.add_argument("--client-processes", type=int, default=2, help="load-generator processes (default: 2)")
     parser.add_argument("--smoke", action="store_true", help="2 s and 200 requests per load; nothing written")
     parser.add_argument("--report-only", action="store_true", help="redraw BENCHMARKS.md from results/serve_load.json")
     args = parser.parse_args()
