@@ -179,6 +179,7 @@ class Service:
         return b"".join(chunks)
 
     async def predict(self, request: Request, nested: bool) -> Response | None:
+        """One request, end to end; None when its client left before the answer (nothing to send)."""
         started = time.perf_counter()
         self.metrics.count("hf_gru_request_count")
         if self.in_flight >= self.limits.max_concurrent_requests:
