@@ -210,14 +210,16 @@ class Service:
     async def answered_before_disconnect(self, job: Job, request: Request) -> bool:
         """Waits for the answer while watching the connection: a client gone drops its queued work."""
         watch = asyncio.ensure_future(request.receive())  # after the body, the next message is the disconnect
+        watch.add_done_callback(lambda _: job.future.cancel())  # a no-op once the answer is in
         try:
-            await asyncio.wait((job.future, watch), return_when=asyncio.FIRST_COMPLETED)
+            await job.future
+            return True
+        except asyncio.CancelledError:
+            if not watch.done() or watch.cancelled():
+                raise  # this handler itself is being cancelled
         finally:
             watch.cancel()
-        if job.future.done():
-            return True
         job.cancelled = True
-        job.future.cancel()
         self.metrics.count("hf_gru_request_dropped")
         return False
 
