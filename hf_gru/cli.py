@@ -210,6 +210,7 @@ def _demo(args: argparse.Namespace) -> int:
     from transformers import pipeline  # the GRU classes are registered: this module lives in hf_gru
 
     from .arguments import parse_training_arguments
+    from .run_directory import read_results
     from .training import run_training
 
     argv = [
@@ -219,12 +220,15 @@ def _demo(args: argparse.Namespace) -> int:
         "--max_length", "128",
         "--num_train_epochs", str(args.epochs),
         "--seed", str(args.seed),
+        "--init_embeddings", args.init_embeddings,
         "--overwrite_output_dir",
         "--report_to", "none",
     ]  # fmt: skip
     outcome = run_training(*parse_training_arguments(argv))
     accuracy = outcome.metrics.get("test_accuracy")
-    print(f"\nheld-out test accuracy: {accuracy:.4f} ({len(outcome.data.tokenized['test'])} texts)")
+    start = read_results(outcome.output_dir)["init_embeddings"]
+    print(f"\nstart: {start}")
+    print(f"held-out test accuracy: {accuracy:.4f} ({len(outcome.data.tokenized['test'])} texts)")
     classifier = pipeline("text-classification", model=str(outcome.output_dir))
     for text, result in zip(DEMO_EXAMPLES, classifier(list(DEMO_EXAMPLES))):
         print(f"  {result['label']:>8s}  {result['score']:.3f}  {text}")
@@ -305,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", dest="output_dir", default="outputs/demo")
     demo.add_argument("--epochs", type=int, default=4)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--init-embeddings", dest="init_embeddings", default="auto", help="auto (multilingual-e5-small here) or none"
+    )
     return parser
 
 
