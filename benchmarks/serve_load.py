@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, log, machine, write_json
+from common import RESULTS_DIR, ROOT, SHARED_DATA, TEACHERS_DIR, log, machine, write_json
 
 MODELS = RESULTS_DIR / "models"
 STUDENT_DIR = MODELS / "serve_student"
@@ -56,7 +56,8 @@ def ensure_student(path: Path) -> dict[str, Any]:
         export_model(path)
     results = path / "all_results.json"
     metrics = json.loads(results.read_text()) if results.is_file() else {}
-    return {"path": str(path), "test_accuracy": metrics.get("test_accuracy")}
+    shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+    return {"path": str(shown), "test_accuracy": metrics.get("test_accuracy")}
 
 
 def ensure_minilm() -> dict[str, Any]:
