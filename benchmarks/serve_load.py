@@ -239,8 +239,10 @@ def measure(process: subprocess.Popen, base: str, texts: list[str], size: int, c
     context = multiprocessing.get_context("spawn")  # this process holds threads (torch, ONNX Runtime): no fork
     barrier, results = context.Barrier(len(shares) + 1), context.Queue()
     workers = [
-        context.Process(target=client_process, args=(base, bodies, size, share, -(-max_requests // len(shares)),
-                                                     max_seconds, barrier, results))  # fmt: skip
+        context.Process(
+            target=client_process,
+            args=(base, bodies, size, share, -(-max_requests // len(shares)), max_seconds, barrier, results),
+        )  # fmt: skip
         for share in shares
     ]
     for worker in workers:
@@ -339,8 +341,18 @@ def acceptance(rows: list[dict], offline: dict) -> list[dict[str, Any]]:
         return at[system, load, c]["texts_per_second"]
 
     bars = [
-        ("c64 single-text: batching on / batching off", tps("batching_on", "single", 64) / tps("batching_off", "single", 64), 3.0, ">="),  # noqa: E501
-        ("c64 single-text: batching on / naive MiniLM server", tps("batching_on", "single", 64) / tps("naive_minilm", "single", 64), 10.0, ">="),  # noqa: E501
+        (
+            "c64 single-text: batching on / batching off",
+            tps("batching_on", "single", 64) / tps("batching_off", "single", 64),
+            3.0,
+            ">=",
+        ),  # noqa: E501
+        (
+            "c64 single-text: batching on / naive MiniLM server",
+            tps("batching_on", "single", 64) / tps("naive_minilm", "single", 64),
+            10.0,
+            ">=",
+        ),  # noqa: E501
         ("c64 single-text: batching on p99 latency (ms)", at["batching_on", "single", 64]["p99_ms"], 100.0, "<="),
     ]
     on, off = at["batching_on", "single", 64], at["batching_off", "single", 64]

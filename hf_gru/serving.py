@@ -231,8 +231,12 @@ class Service:
         config = self.classifier.config
         return {
             "model_id": self.model_id,
-            "model_type": {"classifier": {"id2label": {str(k): v for k, v in self.id2label.items()},
-                                          "label2id": {v: k for k, v in self.id2label.items()}}},  # fmt: skip
+            "model_type": {
+                "classifier": {
+                    "id2label": {str(k): v for k, v in self.id2label.items()},
+                    "label2id": {v: k for k, v in self.id2label.items()},
+                }
+            },  # fmt: skip
             "problem_type": config.problem_type or "single_label_classification",
             "backend": self.classifier.name,
             "precision": self.precision,
@@ -247,8 +251,10 @@ PREDICT_SCHEMA = {
     "type": "object",
     "required": ["inputs"],
     "properties": {
-        "inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                   "example": "I like you. I love you"},  # fmt: skip
+        "inputs": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "example": "I like you. I love you",
+        },  # fmt: skip
         "raw_scores": {"type": "boolean", "default": False, "description": "logits instead of probabilities"},
         "truncate": {"type": "boolean", "default": False, "description": "clip texts over --max-input-chars"},
         "parameters": {
@@ -266,8 +272,10 @@ def _openapi(answer: str) -> dict[str, Any]:
     errors = {str(code): {"description": why, "content": {JSON: {"schema": ERROR}}} for code, why in
               ((400, "malformed JSON or empty inputs"), (413, "too many or too long texts"), (422, "wrong types"),
                (429, "overloaded (Retry-After)"), (500, "model failure"), (503, "shutting down"))}  # fmt: skip
-    ok = {"description": answer, "content": {JSON: {"schema": {"oneOf": [PREDICTIONS, {"type": "array",
-                                                                                      "items": PREDICTIONS}]}}}}
+    ok = {
+        "description": answer,
+        "content": {JSON: {"schema": {"oneOf": [PREDICTIONS, {"type": "array", "items": PREDICTIONS}]}}},
+    }
     return {"requestBody": {"required": True, "content": {JSON: {"schema": PREDICT_SCHEMA}}},
             "responses": {"200": ok, **errors}}  # fmt: skip
 

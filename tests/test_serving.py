@@ -208,8 +208,14 @@ def test_routes_answer_teis_shapes(model_dir, classifier, sst2):
         assert info["model_type"]["classifier"]["id2label"] == {"0": "negative", "1": "positive"}
         assert info["max_batch_texts"] == ServingLimits().max_batch_texts and info["version"]
         metrics = httpx.get(f"{base}/metrics").text
-        for name in ("hf_gru_request_count", "hf_gru_texts", "hf_gru_batch_size_bucket",
-                     "hf_gru_queue_duration_seconds", "hf_gru_inference_duration_seconds", "hf_gru_request_failure"):
+        for name in (
+            "hf_gru_request_count",
+            "hf_gru_texts",
+            "hf_gru_batch_size_bucket",
+            "hf_gru_queue_duration_seconds",
+            "hf_gru_inference_duration_seconds",
+            "hf_gru_request_failure",
+        ):
             assert name in metrics
         assert metric(base, "hf_gru_texts") == 1 + 3 + 1 + 3 + 1 + 1
         assert "/predict" in httpx.get(f"{base}/openapi.json").json()["paths"]
