@@ -171,11 +171,19 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a trained model directory or a Hub model id")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default=None,
-                        help="default: onnx when MODEL/onnx/model.onnx is up to date and onnxruntime is installed")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default=None,
+        help="default: onnx when MODEL/onnx/model.onnx is up to date and onnxruntime is installed",
+    )
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="onnx: worker threads, one per core (default: the cores, at most 8); torch: intra-op")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="onnx: worker threads, one per core (default: the cores, at most 8); torch: intra-op",
+    )
     for name, help_text in (
         ("max_batch_texts", "texts run together; 1 turns batching across requests off"),
         ("max_batch_tokens", "padded tokens (texts x longest) per model call"),
@@ -186,8 +194,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         option = "--" + name.replace("_", "-")
         parser.add_argument(option, dest=name, type=_positive_int, default=getattr(defaults, name),
                             help=f"{help_text} (default: {getattr(defaults, name)})")  # fmt: skip
-    parser.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, default=defaults.max_wait_ms,
-                        help="how long a batch with room waits for requests being read (default: %(default)s)")
+    parser.add_argument(
+        "--max-wait-ms",
+        dest="max_wait_ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        help="how long a batch with room waits for requests being read (default: %(default)s)",
+    )
 
 
 def _push(args: argparse.Namespace) -> int:
