@@ -363,6 +363,8 @@ class PredictFastPath:
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the server starts so a taken port is a one-line error (OSError)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a TCP port; use 1-65535 (0 picks a free one)")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:

@@ -396,3 +396,5 @@ def test_limits_below_one_are_refused_naming_the_option(model_dir, capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--model", str(model_dir), "--max-concurrent-requests", "0"])
     assert "--max-concurrent-requests" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--port 99999 is not a TCP port"):
+        bind("127.0.0.1", 99999)
