@@ -189,17 +189,26 @@ def test_a_model_that_fails_to_load_or_a_taken_port_is_one_line_before_listening
 # ---------------------------------------------------------------------------------------- protocol and batching
 
 
+def _same_scores(answer: list[dict], expected: list[dict]) -> bool:
+    """Same labels in the same order, scores within 1e-5."""
+    return [a["label"] for a in answer] == [e["label"] for e in expected] and all(
+        abs(a["score"] - e["score"]) < 1e-5 for a, e in zip(answer, expected)
+    )
+
+
 def test_routes_answer_teis_shapes(model_dir, classifier, sst2):
     texts = sst2[0][:3]
     with running(create_app(classifier, model_id="sst2-tiny")) as base:
         single = httpx.post(f"{base}/predict", json={"inputs": texts[0]}).json()
         assert [item["label"] for item in single] in (LABELS, LABELS[::-1]) and single[0]["score"] >= single[1]["score"]
         batch = httpx.post(f"{base}/predict", json={"inputs": texts}).json()
-        assert len(batch) == 3 and batch[0] == single
-        assert httpx.post(f"{base}/", json={"inputs": texts[0]}).json() == [single]  # InferenceClient's nesting
-        assert httpx.post(f"{base}/", json={"inputs": texts}).json() == batch
+        # A text in a batch is padded with others (and may share a model call): the same answer to float rounding.
+        assert len(batch) == 3 and _same_scores(batch[0], single)
+        assert _same_scores(httpx.post(f"{base}/", json={"inputs": texts[0]}).json()[0], single)  # client's nesting
+        answers = httpx.post(f"{base}/", json={"inputs": texts}).json()
+        assert len(answers) == 3 and all(_same_scores(a, b) for a, b in zip(answers, batch))
         top = httpx.post(f"{base}/", json={"inputs": texts[0], "parameters": {"top_k": 1}}).json()
-        assert top == [single[:1]]
+        assert len(top) == 1 and _same_scores(top[0], single[:1])
         raw = httpx.post(f"{base}/predict", json={"inputs": texts[0], "raw_scores": True}).json()
         np.testing.assert_allclose(raw_logits(raw, classifier.config), classifier.logits(texts[:1])[0], atol=1e-5)
         assert httpx.get(f"{base}/health").status_code == 200
