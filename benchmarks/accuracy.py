@@ -64,6 +64,7 @@ DEFAULT_SYSTEMS = ("hf_gru", "fasttext", "model2vec", "tfidf_lr", "minilm")
 # Test accuracy (%) the issue sets for presets trained from scratch; the first Kim (2014) CNN-rand number beside it.
 TARGETS = {"sst2": 85.0, "mr": 77.0, "trec": 92.0, "sst5": 45.0, "imdb": 89.0, "bbc_news": 97.0, "chnsenticorp": 90.0}
 MODELS_DIR = RESULTS_DIR / "models"
+PRUNING_FIELDS = ("vocabulary_pruned_from", "vocabulary_pruned_to", "parameters_before_pruning")
 
 # Published test accuracies (%), with the source of each. Splits differ where noted: read them as context, not a race.
 KIM = "Kim 2014, *Convolutional Neural Networks for Sentence Classification*, EMNLP, Table 2"
@@ -218,14 +219,8 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         **({"loss": distillation_loss_of(args.distill_args)} if distilling else {}),
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
-        "start": trained["metrics"].get("init_embeddings", "none (trained from scratch)"),
-        **(
-            {
-                k: trained["metrics"][k]
-                for k in ("vocabulary_pruned_from", "vocabulary_pruned_to", "parameters_before_pruning")
-                if k in trained["metrics"]
-            }
-        ),
+        "start": trained["results"].get("init_embeddings", "none (trained from scratch)"),
+        **{key: trained["results"][key] for key in PRUNING_FIELDS if key in trained["results"]},
         "parameters": trained["parameters"],
         "architecture": trained["architecture"],
         "split": "test" if split == "test" else "validation",
@@ -373,6 +368,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
     if key in ("hf_gru", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
         start = str(entry.get("start", "")).split(" (")[0].split("/")[-1]
+        start += ", 4-bit offline stand-in" if "4-bit" in str(entry.get("start")) else ""
+        start += f", vocabulary pruned to {entry['vocabulary_pruned_to']:,}" if entry.get("vocabulary_pruned_to") else ""
         base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` default (start: {start or '?'})",
                 "hf_gru_from_scratch": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
                 "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",

@@ -46,7 +46,13 @@ def run_command(
     seconds = time.perf_counter() - started
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(checkpoint)  # the final model is all the benchmarks need
-    return {"metrics": dict(outcome.metrics), "seconds": round(seconds, 1), "argv": argv, **describe_model(output_dir)}
+    return {
+        "metrics": dict(outcome.metrics),
+        "results": read_results(output_dir),  # all_results.json: also what is not a metric (the start, pruning)
+        "seconds": round(seconds, 1),
+        "argv": argv,
+        **describe_model(output_dir),
+    }
 
 
 def train_hf_gru(dataset_dir: Path, output_dir: Path, preset: str, seed: int, extra: list[str]) -> dict[str, Any]:
