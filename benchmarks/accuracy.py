@@ -369,7 +369,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
     if key in ("hf_gru", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
         start = str(entry.get("start", "")).split(" (")[0].split("/")[-1]
         start += ", 4-bit offline stand-in" if "4-bit" in str(entry.get("start")) else ""
-        start += f", vocabulary pruned to {entry['vocabulary_pruned_to']:,}" if entry.get("vocabulary_pruned_to") else ""
+        pruned = entry.get("vocabulary_pruned_to")
+        start += f", vocabulary pruned to {pruned:,}" if pruned else ""
         base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` default (start: {start or '?'})",
                 "hf_gru_from_scratch": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
                 "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",
