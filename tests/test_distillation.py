@@ -17,8 +17,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from hf_gru.configuration_gru import GRUConfig
 from hf_gru.distillation import augment as augment_module
 from hf_gru.distillation import teacher as teacher_module
+from hf_gru.distillation.arguments import DistillationArguments, parse_distillation_arguments
 from hf_gru.distillation.augment import AugmentationSettings, augment_texts, join_words, mask_token_of, split_words
-from hf_gru.distillation.engine import DistillationArguments, distillation_loss, parse_distillation_arguments
+from hf_gru.distillation.engine import distillation_loss
 from hf_gru.distillation.teacher import CacheMismatchError, check_teacher_labels, label_texts, load_teacher
 from hf_gru.encoders import initialize_embeddings, reduce_embeddings
 from hf_gru.modeling_gru import GRUForSequenceClassification

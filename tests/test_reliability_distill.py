@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 import hf_gru
 from hf_gru.cli import main
 from hf_gru.distillation import augment as augment_module
-from hf_gru.distillation.engine import DistillationArguments
+from hf_gru.distillation.arguments import DistillationArguments
 from hf_gru.distillation.teacher import check_model_reference
 from hf_gru.distillation.unlabeled import load_unlabeled_texts
 from hf_gru.run_directory import RESULTS_FILE, TEACHER_DIR, TEACHER_LOGITS_DIR, WEIGHTS_FILE

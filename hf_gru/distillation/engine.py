@@ -10,10 +10,7 @@ and Python callers all come here.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +18,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, Features, List, Value
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 
-from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments, expand_aliases
+from ..arguments import DataArguments, GRUTrainingArguments, ModelArguments
 from ..data.tokenize import _Tokenize, resolve_max_length
-from ..encoders import AUTO, METHODS, initialize_embeddings, resolve_encoder
+from ..encoders import AUTO, initialize_embeddings, resolve_encoder
 from ..metrics import build_compute_metrics
 from ..run import RunOutcome, Start, prepare_training_data, start_run
 from ..run_directory import (
     RESULTS_FILE,
     TEACHER_DIR,
-    TEACHER_FINGERPRINT_FILE,
     TEACHER_LOGITS_DIR,
     list_checkpoints,
     staging_dir,
 )
 from ..training import GRUTrainer, build_trainer, finish_trainer_run, train_and_evaluate
+from .arguments import DistillationArguments, parse_distillation_arguments
 from .augment import AugmentationSettings, augment_texts, mask_token_of
 from .teacher import (
     CacheMismatchError,
@@ -56,128 +53,7 @@ from .unlabeled import load_unlabeled_texts
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("mse", "kl")
 IGNORE_INDEX = -100  # the gold label of a text the teacher alone labels (augmented or unlabeled)
-# The small student learns for more epochs than the wide one did (measured on TREC: 2 epochs 91.4, 6 epochs 93.4).
-DISTILL_DEFAULTS = {"num_train_epochs": 6.0, "preset": "student"}
-
-
-@dataclass
-class DistillationArguments:
-    """What `hf-gru distill` adds to the options of `hf-gru train`."""
-
-    teacher: str | None = field(
-        default=None,
-        metadata={"help": "a fine-tuned AutoModelForSequenceClassification (path or Hub id) whose labels match"},
-    )
-    teacher_base: str | None = field(
-        default=None,
-        metadata={"help": "a pretrained encoder to fine-tune on the training split first (saved in DIR/teacher)"},
-    )
-    teacher_epochs: float = field(default=3.0, metadata={"help": "epochs of the teacher fine-tuning"})
-    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "learning rate of the teacher fine-tuning"})
-    teacher_batch_size: int = field(default=32, metadata={"help": "batch size of the teacher fine-tuning"})
-    teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per text"})
-    teacher_max_train_samples: int | None = field(
-        default=None,
-        metadata={"help": "fine-tune the teacher on this many training texts (seeded subset; the student still "
-                  "learns from the teacher's logits on the whole transfer set)"},
-    )  # fmt: skip
-    teacher_save_steps: int | None = field(
-        default=None,
-        metadata={"help": "checkpoint the teacher every N steps instead of every epoch (it is evaluated there too, "
-                  "for selection and early stopping): a killed fine-tuning resumes with --resume_from_checkpoint "
-                  "last, losing at most N steps"},
-    )  # fmt: skip
-    teacher_freeze_embeddings: str = field(
-        default="auto",
-        metadata={"help": "keep the teacher's input-embedding matrix fixed while fine-tuning: auto (when it has over "
-                  "100k rows, e.g. multilingual-e5-small's 250k: its dense AdamW update dominated each step), yes, no"},
-    )  # fmt: skip
-    labelling_batch_size: int = field(default=128, metadata={"help": "texts per teacher forward pass in labelling"})
-    augment_copies: int = field(default=10, metadata={"help": "augmented copies drawn per training text (0: none)"})
-    mask_probability: float = field(default=0.1, metadata={"help": "per-word masking probability (Tang et al.)"})
-    replace_probability: float = field(
-        default=0.1, metadata={"help": "per-word probability of a random word of the training vocabulary"}
-    )
-    ngram_probability: float = field(default=0.25, metadata={"help": "probability of keeping only a random n-gram"})
-    augment_seed: int | None = field(
-        default=None,
-        metadata={"help": "seed of the augmentation (default: --seed); fix it to train several students on one "
-                  "labelled transfer set"},
-    )  # fmt: skip
-    reuse_teacher_logits: str | None = field(
-        default=None,
-        metadata={"help": "the teacher_logits/ folder of an earlier run with the same teacher, training split "
-                  "(a dataset with a validation split, or the same --seed) and augmentation: copied in instead of "
-                  "labelling again (refused if it was made for other texts)"},
-    )  # fmt: skip
-    unlabeled: str | None = field(
-        default=None, metadata={"help": "in-domain texts without labels for the teacher to label (a dataset or .txt)"}
-    )
-    distillation_loss: str = field(
-        default="kl",
-        metadata={"help": "kl (temperature-scaled, + gold-label CE; the measured default) or mse (on logits, Tang)"},
-    )
-    temperature: float = field(default=2.0, metadata={"help": "softmax temperature of the kl loss"})
-    gold_weight: float = field(
-        default=0.5, metadata={"help": "kl loss: weight of the cross-entropy on gold labels (training texts only)"}
-    )
-    embedding_init: str = field(
-        default="pca", metadata={"help": "reduce the teacher's embeddings to embedding_size by pca or learned"}
-    )
-
-    def __post_init__(self) -> None:
-        if bool(self.teacher) == bool(self.teacher_base):
-            raise ValueError(
-                "give exactly one of --teacher (a fine-tuned classifier) and --teacher_base (an encoder to fine-tune)"
-            )
-        if self.distillation_loss not in LOSSES:
-            raise ValueError(f"--distillation_loss {self.distillation_loss!r}: choose one of {', '.join(LOSSES)}")
-        if self.embedding_init not in METHODS:
-            raise ValueError(f"--embedding_init {self.embedding_init!r}: choose one of {', '.join(METHODS)}")
-        for name in ("teacher_max_train_samples", "teacher_save_steps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("teacher_batch_size", "teacher_max_length", "labelling_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        # A negative weight rewards the student for disagreeing (test accuracy 0.0, exit 0); NaN/inf poison the loss.
-        for name, least, fix in (
-            ("gold_weight", 0.0, "a finite number >= 0 (0: no gold-label term)"),
-            ("temperature", None, "a finite number > 0 (1: plain softmax; default 2)"),
-            ("teacher_epochs", None, "a finite number > 0"),
-            ("teacher_learning_rate", None, "a finite number > 0"),
-        ):
-            value = getattr(self, name)
-            if not math.isfinite(value) or (value < least if least is not None else value <= 0):
-                raise ValueError(f"--{name} must be {fix}, got {value}")
-        if self.reuse_teacher_logits and not (Path(self.reuse_teacher_logits) / TEACHER_FINGERPRINT_FILE).is_file():
-            raise ValueError(
-                f"--reuse_teacher_logits {self.reuse_teacher_logits}: not a teacher_logits/ folder of `hf-gru distill` "
-                f"({TEACHER_FINGERPRINT_FILE} is missing)"
-            )
-        AugmentationSettings(
-            copies=self.augment_copies,
-            mask_probability=self.mask_probability,
-            replace_probability=self.replace_probability,
-            ngram_probability=self.ngram_probability,
-        )
-
-    @property
-    def teacher_reference(self) -> str:
-        return self.teacher or self.teacher_base or ""
-
-
-def parse_distillation_arguments(
-    argv: list[str] | None = None,
-) -> tuple[ModelArguments, DataArguments, GRUTrainingArguments, DistillationArguments]:
-    """The one parser of `hf-gru distill` and `scripts/distill.py`: `hf-gru train`'s options plus the teacher's."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = expand_aliases(argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, GRUTrainingArguments, DistillationArguments))
-    parser.set_defaults(**DISTILL_DEFAULTS)
-    return parser.parse_args_into_dataclasses(args=argv)
 
 
 # ------------------------------------------------------------------------------------------------------ loss
