@@ -1,8 +1,8 @@
 """Distillation: a fast GRU student from any transformers sequence classifier (Tang et al. 2019).
 
-`run_distillation` (the engine behind `hf-gru distill` and `scripts/distill.py`), its arguments, the teacher's fine-tuning and
-cached labelling and Tang's augmentation. The student's start (the teacher's tokenizer and embeddings) is
-`hf_gru.encoders`, shared with every engine.
+`run_distillation` (the engine behind `hf-gru distill` and `scripts/distill.py`), its arguments, the teacher's
+fine-tuning and cached labelling and Tang's augmentation. The student's start (the teacher's tokenizer and
+embeddings) is `hf_gru.encoders`, shared with every engine.
 """
 
 from .arguments import DistillationArguments, parse_distillation_arguments
