@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see the docstring of speed.py
 
 from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, machine, read_json, write_json  # noqa: E402
-from peers import evaluate_peer, is_chinese, load_splits, minilm_path  # noqa: E402
+from peers import evaluate_peer, is_chinese, load_splits  # noqa: E402
 from report import markdown_table, millions, number, percent, write_section  # noqa: E402
 
 from hf_gru.encoders import ENGLISH_ENCODER  # noqa: E402
@@ -176,7 +176,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         teacher_dir = TEACHERS_DIR / name
         fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
-            extra += ["--teacher_base", minilm_path()] if fine_tune else ["--teacher", str(teacher_dir)]
+            extra += ["--teacher_base", ENGLISH_ENCODER] if fine_tune else ["--teacher", str(teacher_dir)]
             if index > 0 and own_validation:  # same training split every seed: one labelled transfer set
                 extra += ["--augment_seed", "42", "--reuse_teacher_logits", str(kept / "teacher_logits")]
             extra += args.distill_args.split()

@@ -142,10 +142,10 @@ def _commit_calls(hub: LocalHub, repo_id: str) -> int:
     return sum(r.method == "POST" and r.path.startswith(f"/api/models/{repo_id}/commit/") for r in hub.requests)
 
 
-def _load_in_subprocess(hub: LocalHub, repo_id: str, revisions: list[str | None], *, pipeline: bool = False) -> dict:
-    spec = {"repo_id": repo_id, "revisions": revisions, "texts": TEXTS, "pipeline": pipeline}
+def _run_against_hub(hub: LocalHub, python_args: list[str]) -> subprocess.CompletedProcess:
+    """A fresh Python process pointed at the local Hub with an empty cache; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_PROBE, json.dumps(spec)],
+        [sys.executable, *python_args],
         capture_output=True,
         text=True,
         env=hub.subprocess_env(),
@@ -154,6 +154,12 @@ def _load_in_subprocess(hub: LocalHub, repo_id: str, revisions: list[str | None]
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _load_in_subprocess(hub: LocalHub, repo_id: str, revisions: list[str | None], *, pipeline: bool = False) -> dict:
+    spec = {"repo_id": repo_id, "revisions": revisions, "texts": TEXTS, "pipeline": pipeline}
+    result = _run_against_hub(hub, ["-c", LOAD_PROBE, json.dumps(spec)])
     return json.loads(result.stdout.rsplit("RESULT:", 1)[-1])
 
 
@@ -436,16 +442,7 @@ def test_a_failed_push_after_training_says_where_the_model_is(
 
 def _predict_by_repo_id(hub: LocalHub, repo_id: str, source: Path) -> tuple[list[str], str]:
     """`hf-gru predict --model REPO_ID` in a fresh process with an empty cache: (labels, the backend line it logged)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hf_gru.cli", "predict", "--model", repo_id, "--input", str(source)],
-        capture_output=True,
-        text=True,
-        env=hub.subprocess_env(),
-        cwd=hub.root,
-        stdin=subprocess.DEVNULL,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = _run_against_hub(hub, ["-m", "hf_gru.cli", "predict", "--model", repo_id, "--input", str(source)])
     backend = [line for line in result.stderr.splitlines() if "backend: " in line]
     assert len(backend) == 1, result.stderr  # said once
     return [json.loads(line)["label"] for line in result.stdout.splitlines()], backend[0]
