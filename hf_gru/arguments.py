@@ -25,6 +25,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # hf-gru distill's default: sized to serve ~20x faster than MiniLM-L6 on a CPU (measured, README)
     "student": dict(embedding_size=128, hidden_size=96, num_layers=1, pooling="mean"),
 }
+# How every preset reads a long document (README "Long documents"): the GRU in windows of 256 tokens, and the mean
+# and max of the token embeddings over the whole text beside it. Texts are read up to DataArguments.max_length.
+WHOLE_DOCUMENT_READING: dict[str, Any] = dict(chunk_size=256, embedding_pooling="mean_max")
+for _preset in MODEL_PRESETS.values():
+    _preset.update(WHOLE_DOCUMENT_READING)
 ARCHITECTURE_FIELDS = (
     "embedding_size",
     "hidden_size",
@@ -37,6 +42,8 @@ ARCHITECTURE_FIELDS = (
     "output_gate",
     "gru_implementation",
     "embedding_init_std",
+    "chunk_size",
+    "embedding_pooling",
 )
 _HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 _TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
@@ -69,6 +76,13 @@ class ModelArguments:
     gru_implementation: str | None = field(default=None, metadata={"help": "fused (default) or reference"})
     embedding_init_std: float | None = field(
         default=None, metadata={"help": "std of the normal init of an embedding table learnt from scratch"}
+    )
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "the GRU reads texts longer than this many tokens as windows of this size (0: never)"},
+    )
+    embedding_pooling: str | None = field(
+        default=None, metadata={"help": "mean_max (mean and max of the token embeddings beside the GRU) or none"}
     )
     tokenizer: str | None = field(
         default=None, metadata={"help": "path or Hub id of an existing tokenizer; default: train one on the data"}
@@ -114,6 +128,8 @@ class ModelArguments:
         """The preset with explicit overrides applied."""
         values = dict(MODEL_PRESETS[self.preset])
         values.update({name: getattr(self, name) for name in ARCHITECTURE_FIELDS if getattr(self, name) is not None})
+        if values.get("chunk_size") == 0:
+            values["chunk_size"] = None  # 0 on the command line: read every text as one sequence
         return values
 
     def tokenizer_source(self) -> str | None:
@@ -132,7 +148,9 @@ class DataArguments:
     )
     text_column: str | None = field(default=None, metadata={"help": "text column (default: detected)"})
     label_column: str | None = field(default=None, metadata={"help": "label column (default: detected)"})
-    max_length: int | None = field(default=256, metadata={"help": "truncate texts to this many tokens"})
+    max_length: int | None = field(
+        default=2048, metadata={"help": "read at most this many tokens of a text (the rest is cut)"}
+    )
     validation_fraction: float = field(
         default=0.1, metadata={"help": "share of train carved out as validation when the data has none"}
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 POOLING_CHOICES = ("last", "mean", "max", "attention")
+EMBEDDING_POOLING_CHOICES = ("none", "mean_max")
 GRU_IMPLEMENTATIONS = ("fused", "reference")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -37,6 +38,15 @@ class GRUConfig(PretrainedConfig):
         gru_implementation (`str`, defaults to `"fused"`): `"fused"` runs `torch.nn.GRU` (cuDNN / oneDNN kernels);
             `"reference"` runs the from-scratch layer that writes out the gate equations. Both hold the same
             parameters, so a checkpoint loads into either.
+        chunk_size (`int` or `None`, defaults to `None`): the GRU reads a text longer than this many tokens as
+            consecutive windows of `chunk_size` tokens, run as rows of one batch (each window's states start from
+            zero); the pooling then runs over every token of the whole text. `None` reads every text as one sequence.
+            A text no longer than `chunk_size` is read exactly as with `None`. Windows make a long document cost
+            `ceil(length / chunk_size)` short rows instead of one long sequential pass.
+        embedding_pooling (`str`, defaults to `"none"`): `"mean_max"` adds a second reader beside the GRU: the mean
+            and the maximum of the token embeddings over the whole text (SWEM, Shen et al., 2018), concatenated to
+            the pooled GRU vector before the classifier. It costs no recurrence and carries a long document's
+            word statistics (topic words) however far from the start they are.
         pad_token_id (`int`, defaults to 0): id of the padding token; its embedding row starts at zero.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the classifier and pooling layers.
         embedding_init_std (`float`, defaults to 1.0): std of the normal init of the embedding table (torch's
@@ -66,6 +76,8 @@ class GRUConfig(PretrainedConfig):
         classifier_dropout: float = 0.5,
         output_gate: bool = False,
         gru_implementation: str = "fused",
+        chunk_size: int | None = None,
+        embedding_pooling: str = "none",
         pad_token_id: int = 0,
         initializer_range: float = 0.02,
         embedding_init_std: float = 1.0,
@@ -82,6 +94,8 @@ class GRUConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.output_gate = output_gate
         self.gru_implementation = gru_implementation
+        self.chunk_size = chunk_size
+        self.embedding_pooling = embedding_pooling
         self.initializer_range = initializer_range
         self.embedding_init_std = embedding_init_std
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -95,6 +109,12 @@ class GRUConfig(PretrainedConfig):
     def output_size(self) -> int:
         """Width of each token's output and of the pooled vector."""
         return self.num_directions * self.hidden_size
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the vector the classifier reads: the pooled GRU states, plus the embedding pooling if on."""
+        extra = 2 * self.embedding_size if self.embedding_pooling == "mean_max" else 0
+        return self.output_size + extra
 
     def validate_gru(self) -> None:
         """Fail where the bad value enters, naming the field and what it accepts."""
@@ -110,6 +130,14 @@ class GRUConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"GRUConfig.{name} must be a positive float, got {value!r}")
+        chunk = self.chunk_size
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
+            raise ValueError(f"GRUConfig.chunk_size must be None or a positive integer, got {chunk!r}")
+        if self.embedding_pooling not in EMBEDDING_POOLING_CHOICES:
+            raise ValueError(
+                f"GRUConfig.embedding_pooling must be one of {', '.join(EMBEDDING_POOLING_CHOICES)}; "
+                f"got {self.embedding_pooling!r}"
+            )
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"GRUConfig.pooling must be one of {', '.join(POOLING_CHOICES)}; got {self.pooling!r}")
         if self.gru_implementation not in GRU_IMPLEMENTATIONS:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .backends import INSTALL_HINT, import_onnxruntime, load_classifier, onnx_session
-from .modeling_gru import GRUForSequenceClassification
+from .modeling_gru import GRUForSequenceClassification, join_windows, split_into_windows
 from .run_directory import (
     CONFIG_FILE,
     ONNX_DIR,
@@ -150,19 +150,30 @@ class ExportableClassifier(nn.Module):
         input_ids = input_ids.gather(1, torch.argsort(keys, dim=1))
         lengths = mask.sum(dim=1)
         mask = steps < lengths.unsqueeze(1)
-        hidden = gru.embeddings(input_ids)
-        keep = mask.unsqueeze(-1).to(hidden.dtype)
+        embedded = gru.embeddings(input_ids)
+        if gru.config.chunk_size is None:
+            outputs = self._layers(embedded, lengths)
+        else:
+            rows, row_lengths, num_windows = split_into_windows(embedded, lengths, gru.config.chunk_size)
+            outputs = join_windows(self._layers(rows, row_lengths), num_windows, num_steps)
+        return self.model.classifier(gru.pool(outputs, embedded, mask, lengths))
+
+    def _layers(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The GRU stack over right-aligned rows, each recurrence one ONNX GRU op; zero at padded positions."""
+        gru = self.model.gru
+        steps = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        column = lengths.unsqueeze(1)
+        keep = (steps < column).unsqueeze(-1).to(hidden.dtype)
         reverse_index = None
         if gru.config.bidirectional:
-            column = lengths.unsqueeze(1)
             reverse_index = torch.where(steps < column, column - 1 - steps, steps).unsqueeze(-1)
-        # ONNX Runtime wants every length in [1, time]; a row with no token reads the padding column and its
-        # outputs are masked below, so it still pools to nothing.
+        # ONNX Runtime wants every length in [1, time]; a row with no token reads padding and its outputs are
+        # masked below, so it still pools to nothing.
         sequence_lens = lengths.clamp(min=1).to(torch.int32)
         for layer in gru.layers:
             index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
             hidden = _layer_for_export(layer, hidden, sequence_lens, index) * keep
-        return self.model.classifier(gru.pooler(hidden, mask, lengths))
+        return hidden
 
 
 def exportable_model(model: GRUForSequenceClassification) -> ExportableClassifier:

@@ -247,6 +247,39 @@ def _reverse_within_length(lengths: torch.Tensor, num_steps: int) -> torch.Tenso
     return torch.where(steps < lengths, lengths - 1 - steps, steps)
 
 
+def _prefix_mask(lengths: torch.Tensor, num_steps) -> torch.Tensor:
+    """`(batch, time)` bool, True on the first `lengths[b]` positions of row b."""
+    return torch.arange(num_steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def split_into_windows(
+    hidden: torch.Tensor, lengths: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-aligned `(batch, time, width)` as rows `(batch * windows, step, width)` of consecutive windows.
+
+    `step` is `window`, or the batch's length when that is shorter (one window, no padding added). A text's windows
+    therefore depend on the text alone: it is read whole when it fits in `window` tokens, else cut at multiples of
+    `window`; its logits do not depend on what it is batched with. Sizes are tensors, so a traced (ONNX) graph keeps
+    the time axis and the number of windows dynamic. Returns the rows, each row's number of real tokens, and the
+    number of windows per text.
+    """
+    batch_size, width = hidden.shape[0], hidden.shape[-1]
+    num_steps = torch.ones_like(lengths[:1]).mul(hidden.shape[1]).squeeze(0)
+    step = num_steps.clamp(max=window)
+    num_windows = torch.div(num_steps + step - 1, step, rounding_mode="floor")
+    padded = nn.functional.pad(hidden, [0, 0, 0, num_windows * step - num_steps])
+    rows = padded.reshape(batch_size * num_windows, step, width)
+    starts = torch.arange(num_windows, device=lengths.device).unsqueeze(0) * step
+    row_lengths = (lengths.unsqueeze(1) - starts).clamp(min=0).clamp(max=step).reshape(-1)
+    return rows, row_lengths, num_windows
+
+
+def join_windows(rows: torch.Tensor, num_windows: torch.Tensor, num_steps) -> torch.Tensor:
+    """The inverse of `split_into_windows` for per-token outputs: `(batch, num_steps, width)`."""
+    batch_size = torch.div(rows.shape[0], num_windows, rounding_mode="floor")
+    return rows.reshape(batch_size, -1, rows.shape[-1])[:, :num_steps]
+
+
 class GRUModel(GRUPreTrainedModel):
     """Token embeddings and a stack of GRU layers, pooled into one vector per text."""
 
@@ -298,6 +331,42 @@ class GRUModel(GRUPreTrainedModel):
                 "pad them together (e.g. with DataCollatorWithPadding)"
             )
 
+    def _run_layers(self, hidden: torch.Tensor, keep: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's outputs `(batch, time, output_size)` for right-aligned rows, zero at padded positions."""
+        reverse_index = None
+        if self.config.bidirectional:
+            reverse_index = _reverse_within_length(lengths, hidden.shape[1]).unsqueeze(-1)
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                hidden = self.layer_dropout(hidden)
+            index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
+            hidden = layer(hidden, index) * keep.to(hidden.dtype)  # padded positions never leak into pooling
+            outputs.append(hidden)
+        return outputs
+
+    def _run_layers_in_windows(self, hidden: torch.Tensor, lengths: torch.Tensor, window: int) -> list[torch.Tensor]:
+        """`_run_layers` over consecutive windows of `window` tokens, each a row of one batch, put back in place."""
+        rows, row_lengths, num_windows = split_into_windows(hidden, lengths, window)
+        row_keep = _prefix_mask(row_lengths, rows.shape[1]).unsqueeze(-1).to(hidden.dtype)
+        outputs = self._run_layers(rows, row_keep, row_lengths)
+        return [join_windows(out, num_windows, hidden.shape[1]) for out in outputs]
+
+    def pool(self, outputs: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor):
+        """The text vector `(batch, pooled_size)`: pooled GRU outputs, then the embedding pooling if configured."""
+        pooled = self.pooler(outputs, mask, lengths)
+        if self.config.embedding_pooling == "mean_max":
+            pooled = torch.cat([pooled, self._pool_embeddings(embedded, mask, lengths)], dim=-1)
+        return pooled
+
+    @staticmethod
+    def _pool_embeddings(embedded: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean and max of the token embeddings over each text's real tokens (SWEM); an empty text gives zeros."""
+        mask3 = mask.unsqueeze(-1)
+        mean = embedded.masked_fill(~mask3, 0.0).sum(dim=1) / lengths.clamp(min=1).unsqueeze(-1).to(embedded.dtype)
+        peak = embedded.masked_fill(~mask3, torch.finfo(embedded.dtype).min).amax(dim=1)
+        return torch.cat([mean, peak.masked_fill((lengths == 0).unsqueeze(-1), 0.0)], dim=-1)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -346,20 +415,15 @@ class GRUModel(GRUPreTrainedModel):
             mask = mask.gather(1, align_index)
             inputs_embeds = inputs_embeds.gather(1, align_index.unsqueeze(-1).expand_as(inputs_embeds))
         lengths = mask.sum(dim=1)
-        reverse_index = None
-        if self.config.bidirectional:
-            reverse_index = _reverse_within_length(lengths, num_steps).unsqueeze(-1)
 
         keep = mask.unsqueeze(-1).to(inputs_embeds.dtype)
-        hidden = self.embedding_dropout(inputs_embeds)
-        all_hidden = [hidden * keep]
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                hidden = self.layer_dropout(hidden)
-            index = None if reverse_index is None else reverse_index.expand(-1, -1, hidden.shape[-1])
-            hidden = layer(hidden, index) * keep.to(hidden.dtype)  # padded positions never leak into pooling
-            all_hidden.append(hidden)
-        pooled = self.pooler(hidden, mask, lengths)
+        embedded = self.embedding_dropout(inputs_embeds)
+        all_hidden = [embedded * keep]
+        if self.config.chunk_size is None:
+            all_hidden += self._run_layers(embedded, keep, lengths)
+        else:
+            all_hidden += self._run_layers_in_windows(embedded, lengths, self.config.chunk_size)
+        pooled = self.pool(all_hidden[-1], all_hidden[0], mask, lengths)
 
         if align_index is not None:
             restore = torch.argsort(align_index, dim=1).unsqueeze(-1)
@@ -383,7 +447,7 @@ class GRUForSequenceClassification(GRUPreTrainedModel):
         self.num_labels = config.num_labels
         self.gru = GRUModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.output_size, config.num_labels)
+        self.classifier = nn.Linear(config.pooled_size, config.num_labels)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
