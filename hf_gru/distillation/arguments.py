@@ -35,7 +35,13 @@ class DistillationArguments:
     teacher_epochs: float = field(default=3.0, metadata={"help": "epochs of the teacher fine-tuning"})
     teacher_learning_rate: float = field(default=5e-5, metadata={"help": "learning rate of the teacher fine-tuning"})
     teacher_batch_size: int = field(default=32, metadata={"help": "batch size of the teacher fine-tuning"})
-    teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per text"})
+    teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per window"})
+    teacher_windows: str = field(
+        default="auto",
+        metadata={"help": "windows of teacher_max_length tokens the teacher reads per text when labelling, its "
+                  "logits averaged over them: auto (enough to cover the student's max_length: the whole document), "
+                  "or a number (1: the first window only)"},
+    )  # fmt: skip
     teacher_max_train_samples: int | None = field(
         default=None,
         metadata={"help": "fine-tune the teacher on this many training texts (seeded subset; the student still "
@@ -97,6 +103,8 @@ class DistillationArguments:
         for name in ("teacher_max_train_samples", "teacher_save_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.teacher_windows != "auto" and not (self.teacher_windows.isdigit() and int(self.teacher_windows) > 0):
+            raise ValueError(f"--teacher_windows {self.teacher_windows!r}: choose auto or a positive whole number")
         for name in ("teacher_batch_size", "teacher_max_length", "labelling_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -125,6 +133,12 @@ class DistillationArguments:
     @property
     def teacher_reference(self) -> str:
         return self.teacher or self.teacher_base or ""
+
+    def windows_for(self, student_max_length: int) -> int:
+        """Windows the teacher reads per text: `auto` covers as many tokens as the student reads."""
+        if self.teacher_windows == "auto":
+            return max(1, math.ceil(student_max_length / self.teacher_max_length))
+        return int(self.teacher_windows)
 
 
 def parse_distillation_arguments(

@@ -142,15 +142,20 @@ def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _evaluate_teacher(teacher, tokenizer, data, max_length: int, batch_size: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The teacher's metrics (``eval_*`` on validation, ``test_*`` on test) and its logits there."""
+def _evaluate_teacher(
+    teacher, tokenizer, data, max_length: int, batch_size: int, windows: int = 1
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The teacher's metrics (``eval_*`` on validation, ``test_*`` on test) and its logits there, reading each text
+    as the labelling does (up to `windows` windows of `max_length` tokens)."""
     compute = build_compute_metrics("single_label_classification")
     metrics, logits = {}, {}
     for split, prefix in (("validation", "eval_"), ("test", "test_")):
         if split not in data.raw:
             continue
         raw = data.raw[split]
-        logits[split] = predict_logits(teacher, tokenizer, raw["text"], max_length=max_length, batch_size=batch_size)
+        logits[split] = predict_logits(
+            teacher, tokenizer, raw["text"], max_length=max_length, batch_size=batch_size, windows=windows
+        )
         metrics.update(_prefixed(compute((logits[split], np.asarray(raw["label"]))), prefix))
     return metrics, logits
 
@@ -346,13 +351,20 @@ def run_distillation(
             teacher, tokenizer = load_teacher(str(teacher_dir))
             check_teacher_labels(teacher, [data.id2label[i] for i in range(data.num_labels)], str(teacher_dir))
         teacher.to(training_args.device)
+        max_length = resolve_max_length(data.tokenizer, data_args.max_length)
+        windows = distill_args.windows_for(max_length)
         teacher_metrics, teacher_logits = _evaluate_teacher(
-            teacher, tokenizer, data, distill_args.teacher_max_length, distill_args.labelling_batch_size
+            teacher, tokenizer, data, distill_args.teacher_max_length, distill_args.labelling_batch_size, windows
         )
+        teacher_metrics["windows"] = windows  # recorded as teacher_windows
         if distill_args.teacher_base and training_args.process_index == 0:
             record_teacher_results(teacher_dir, teacher_metrics)  # so DIR/teacher/ is complete for --teacher
         train, texts = transfer["train"], transfer["texts"]
-        identity = {**transfer["identity"], "teacher_fingerprint": teacher_fingerprint(teacher, reference)}
+        identity = {
+            **transfer["identity"],
+            "teacher_fingerprint": teacher_fingerprint(teacher, reference),
+            "teacher_windows": windows,
+        }
         cache = work / TEACHER_LOGITS_DIR
         if distill_args.reuse_teacher_logits and not cache.exists():
             _check_reusable(distill_args, cache_identity(texts, identity))  # now the fine-tuned teacher's too
@@ -366,12 +378,12 @@ def run_distillation(
                 identity=identity,
                 max_length=distill_args.teacher_max_length,
                 batch_size=distill_args.labelling_batch_size,
+                windows=windows,
             )
         except CacheMismatchError as error:
             if not distill_args.reuse_teacher_logits:
                 raise
             raise CacheMismatchError(_reuse_refusal(distill_args, error), error.what) from error
-        max_length = resolve_max_length(data.tokenizer, data_args.max_length)
         data.tokenized["train"] = _tokenize_transfer_set(labelled, list(train["label"]), data.tokenizer, max_length)
     teacher.to("cpu")
     del teacher

@@ -32,7 +32,7 @@ from transformers import (
     set_seed,
 )
 
-from ..data import path_like
+from ..data import clip_text, path_like
 from ..metrics import build_compute_metrics
 from ..run_directory import (
     RESULTS_FILE,
@@ -296,6 +296,9 @@ def check_cache(cache_dir: str | Path, identity: dict[str, Any]) -> None:
     cached = json.loads(path.read_text(encoding="utf-8"))
     if "teacher_fingerprint" in identity and cached.get("teacher_fingerprint") != identity["teacher_fingerprint"]:
         what = f"teacher {cached.get('teacher')!r}, not {identity['teacher']!r}"
+    elif cached.get("teacher_windows", 1) != identity.get("teacher_windows", 1):
+        windows = (cached.get("teacher_windows", 1), identity.get("teacher_windows", 1))
+        what = "the teacher reading {} window(s) per text, not {}".format(*windows)
     elif cached.get("texts_fingerprint") != identity["texts_fingerprint"]:
         what = f"other texts (dataset {cached.get('dataset')!r}, {cached.get('num_texts')} texts)"
     else:
@@ -317,6 +320,7 @@ def label_texts(
     max_length: int = 128,
     batch_size: int = 128,
     chunk_size: int = CHUNK_SIZE,
+    windows: int = 1,
 ) -> Dataset:
     """The teacher's logits for `texts` (in order), as a `datasets` Dataset with ``text`` and ``teacher_logits``.
 
@@ -343,7 +347,7 @@ def label_texts(
             if final.is_dir():
                 continue
             chunk = texts[start : start + chunk_size]
-            logits = _logits(model, tokenizer, chunk, device, max_length, batch_size, bar)
+            logits = _logits(model, tokenizer, chunk, device, max_length, batch_size, bar, windows)
             partial = cache_dir / f".partial-{i:05d}"
             if partial.exists():
                 shutil.rmtree(partial)
@@ -359,7 +363,13 @@ def load_labels(cache_dir: str | Path) -> Dataset:
 
 
 @torch.no_grad()
-def _logits(model, tokenizer, texts: list[str], device, max_length: int, batch_size: int, bar) -> np.ndarray:
+def _logits(
+    model, tokenizer, texts: list[str], device, max_length: int, batch_size: int, bar, windows: int = 1
+) -> np.ndarray:
+    """Logits `(texts, labels)`; with `windows` > 1 a text is read as up to that many consecutive windows of
+    `max_length` tokens, and its logits are the mean of its windows' (the teacher reads a long document whole)."""
+    if windows > 1 and getattr(tokenizer, "is_fast", False):
+        return _window_logits(model, tokenizer, texts, device, max_length, batch_size, bar, windows)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(order), batch_size):
@@ -372,9 +382,41 @@ def _logits(model, tokenizer, texts: list[str], device, max_length: int, batch_s
     return out
 
 
-def predict_logits(model, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 128) -> np.ndarray:
+def _window_logits(model, tokenizer, texts, device, max_length: int, batch_size: int, bar, windows: int):
+    """`_logits` over windows: each window is tokenized with the model's own special tokens and run as one row."""
+    sums = np.zeros((len(texts), model.config.num_labels), dtype=np.float64)
+    counts = np.zeros(len(texts), dtype=np.int64)
+    # Texts go through in groups, so a corpus of long documents is never held as windows all at once.
+    for group_start in range(0, len(texts), 16 * batch_size):
+        end = group_start + 16 * batch_size
+        group = [clip_text(text, tokenizer, windows * max_length) for text in texts[group_start:end]]
+        encoded = tokenizer(group, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+        owners = encoded["overflow_to_sample_mapping"]
+        seen: dict[int, int] = {}
+        rows = []
+        for r, owner in enumerate(owners):
+            seen[owner] = seen.get(owner, 0) + 1
+            if seen[owner] <= windows:
+                rows.append(r)
+        rows.sort(key=lambda r: len(encoded["input_ids"][r]))
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        for start in range(0, len(rows), batch_size):
+            index = rows[start : start + batch_size]
+            features = [{k: encoded[k][r] for k in keys} for r in index]
+            batch = tokenizer.pad(features, return_tensors="pt").to(device)
+            logits = model(**batch).logits.float().cpu().numpy()
+            owner = np.asarray([group_start + owners[r] for r in index])
+            np.add.at(sums, owner, logits)
+            np.add.at(counts, owner, 1)
+        bar.update(len(group))
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def predict_logits(
+    model, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 128, windows: int = 1
+) -> np.ndarray:
     """Uncached logits (validation and test splits: small, and needed for the teacher's own results)."""
     device = next(model.parameters()).device
     model.eval()
     with tqdm(total=len(texts), desc="teacher on evaluation texts", disable=len(texts) < 2000) as bar:
-        return _logits(model, tokenizer, texts, device, max_length, batch_size, bar)
+        return _logits(model, tokenizer, texts, device, max_length, batch_size, bar, windows)
