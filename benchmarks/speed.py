@@ -128,6 +128,67 @@ def inference_suite(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def long_document_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """Whole imdb documents at batch 32: hf_gru (torch, ONNX) against TF-IDF + LR, fastText and MiniLM-L6 reading
+    the whole text in windows, timed interleaved in one run; accuracy of each on the same test texts."""
+    import statistics
+
+    import speed_systems as ss
+    from timing import time_throughput
+
+    model_dir, record = ss.ensure_hf_gru_model("imdb", args)
+    texts, labels = ss.load_split("imdb")
+    index = ss.seeded_subset(len(texts), args.accuracy_texts, seed=1)
+    eval_texts, eval_labels = [texts[i] for i in index], [labels[i] for i in index]
+    log(f"imdb whole documents: building systems, accuracy on {len(eval_texts)} test texts")
+    systems, checks = ss.hf_gru_systems("hf_gru", "hf_gru", model_dir, eval_texts, eval_labels, "hf_gru")
+    systems = [s for s in systems if s.key in ("hf_gru", "hf_gru_onnx_fp32", "hf_gru_onnx_int8")]
+    peers, peer_checks = ss.peer_systems("imdb", ["tfidf_lr", "fasttext"], eval_texts, eval_labels,
+                                         args.peer_train_samples)  # fmt: skip
+    reader = ss.whole_document_transformer(args.long_window, systems[0].max_length)
+    systems += peers + [reader]
+    sample = [texts[i] for i in ss.seeded_subset(len(texts), args.long_texts, seed=0)]
+    tokens = [len(ids) for ids in systems[0].classifier.tokenizer(sample, truncation=True)["input_ids"]]
+    batches = ss.length_sorted_batches(sample, BATCH_SIZE)
+    log(f"imdb whole documents: batch {BATCH_SIZE}, {len(sample)} texts, {args.rounds} rounds, {len(systems)} systems")
+    throughput = time_throughput(systems, batches, args.rounds)
+    speed = {key: entry["texts_per_s"] for key, entry in throughput["systems"].items()}
+    accuracy = {k: c.get("accuracy") for k, c in {**checks, **peer_checks}.items() if isinstance(c, dict)}
+    return {
+        "dataset": "imdb",
+        "model": model_record(model_dir, systems[0], record),
+        "systems": {s.key: s.describe() for s in systems},
+        "accuracy": accuracy,
+        "accuracy_texts": len(eval_texts),
+        "tokens_per_text": {"mean": round(statistics.fmean(tokens), 1), "max": max(tokens)},
+        "batch32": throughput,
+        "times_whole_document_minilm": {k: round(v / speed["minilm_whole"], 2) for k, v in speed.items()},
+        "fraction_of_tfidf_lr": {k: round(v / speed["tfidf_lr"], 3) for k, v in speed.items()} if "tfidf_lr" in speed
+        else {},
+    }  # fmt: skip
+
+
+def long_document_markdown(block: dict[str, Any]) -> str:
+    """The long-document speed table of BENCHMARKS.md (and the README's), from `long_document_suite`'s results."""
+    from report import markdown_table
+
+    rows = []
+    for key, system in block["systems"].items():
+        entry = block["batch32"]["systems"][key]
+        accuracy = block["accuracy"].get(key)
+        rows.append([system["name"], f"{entry['texts_per_s']:.1f}", f"{block['times_whole_document_minilm'][key]:.1f}×",
+                     f"{block['fraction_of_tfidf_lr'].get(key, float('nan')):.3f}",
+                     "–" if accuracy is None else f"{100 * accuracy:.1f}"])  # fmt: skip
+    header = ["system (whole document)", "texts/s, batch 32", "× MiniLM whole text", "fraction of TF-IDF + LR",
+              f"accuracy % ({block['accuracy_texts']} test texts)"]  # fmt: skip
+    tokens = block["tokens_per_text"]
+    return (
+        f"imdb test, {block['batch32']['texts']} texts at batch 32 (hf_gru tokens per text: mean {tokens['mean']}, "
+        f"max {tokens['max']}), median of {len(next(iter(block['batch32']['systems'].values()))['rounds'])} "
+        f"interleaved rounds; {block['machine']}.\n\n" + markdown_table(header, rows)
+    )
+
+
 def model_record(model_dir: Path, system: Any, record: dict[str, Any]) -> dict[str, Any]:
     """What speed.json says of an hf_gru model a block timed or checked: where it is, its size, how it was made."""
     return {"path": display_path(model_dir), "parameters": system.parameters, "max_length": system.max_length,
@@ -191,6 +252,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--latency-short", type=int, default=200, help="sst2 texts timed one at a time")
     add("--latency-long", type=int, default=50, help="imdb texts timed one at a time")
     add("--rounds", type=int, default=3, help="interleaved rounds of batch-32 timing")
+    add("--long-documents", action="store_true",
+        help="only the whole-document block: imdb at batch 32, hf_gru against TF-IDF + LR, fastText and MiniLM-L6 "
+        "reading the whole text in windows (results/speed_long.json, BENCHMARKS.md section speed-long)")
+    add("--long-window", type=int, default=256, help="window of the whole-document MiniLM-L6 (tokens)")
     add("--long-max-lengths", type=int, nargs="+", default=[512, 256],
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip
     add("--accuracy-texts", "--int8-eval-texts", type=int, default=2000, help="imdb test texts for the accuracy checks")
@@ -227,6 +292,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     args.models_dir = args.models_dir or MODELS_DIR / ("smoke" if args.smoke else "hf_gru")
     args.output = args.output or ("speed_smoke.json" if args.smoke else "speed.json")
+    if args.long_documents and args.output == "speed.json":
+        args.output = "speed_long.json"
     default_student = MODELS_DIR / "distilled" / "sst2"  # where `accuracy.py --systems hf_gru_distilled` keeps it
     if args.student is None and not args.smoke and (default_student / "config.json").is_file():
         args.student = default_student
@@ -259,6 +326,17 @@ def main(argv: list[str] | None = None) -> None:
         datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.long_documents:
+        block = long_document_suite(args)
+        block["machine"] = f"{machine()['cpu']} ({machine()['cpu_count']} cores), {machine()['date']}"
+        write_json(args.output, block)
+        markdown = long_document_markdown(block)
+        print("\n" + markdown)
+        if not args.no_markdown:
+            from report import replace_section
+
+            replace_section("speed-long", markdown)
+        return
     if args.report_only:
         saved = read_json(args.output) or sys.exit(f"no benchmarks/results/{args.output} to report from")
         if saved.get("format") != RESULTS_FORMAT:

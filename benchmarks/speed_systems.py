@@ -257,3 +257,42 @@ def read_accuracies(dataset: str) -> dict[str, dict[str, Any]]:
             details = {k: entry[k] for k in ("max_length", "test_samples", "train_samples") if k in entry}
             found[name] = {"accuracy": float(value), **details}
     return found
+
+
+class WindowedTransformerSystem(System):
+    """A transformer reading the whole document as consecutive windows, its logits averaged over them: how the
+    distillation teacher reads a long text (`hf_gru.distillation.teacher.predict_logits`, `windows`)."""
+
+    def __init__(self, key: str, name: str, model: Any, tokenizer: Any, window: int, windows: int) -> None:
+        super().__init__(key, name, model.num_parameters(), window * windows, "transformer")
+        self.model, self.tokenizer, self.window, self.windows = model, tokenizer, window, windows
+
+    def run(self, batches: list[list[str]]) -> list[Any]:
+        import time
+
+        from hf_gru.distillation.teacher import predict_logits
+
+        timings = []
+        for batch in batches:
+            start = time.perf_counter()
+            predict_logits(self.model, self.tokenizer, batch, max_length=self.window, batch_size=32,
+                           windows=self.windows)  # fmt: skip
+            timings.append((None, time.perf_counter() - start, None))
+        return timings
+
+
+def whole_document_transformer(window: int, max_tokens: int) -> System:
+    """MiniLM-L6 (the teacher's architecture; pretrained encoder, fresh head: speed only) reading up to `max_tokens`
+    tokens of each text in windows of `window`."""
+    import math
+
+    from peers import minilm_path
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_gru.tokenization import load_tokenizer
+
+    path = minilm_path()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    windows = math.ceil(max_tokens / window)
+    return WindowedTransformerSystem("minilm_whole", f"MiniLM-L6, whole text ({window}-token windows)", model,
+                                     load_tokenizer(path), window, windows)  # fmt: skip

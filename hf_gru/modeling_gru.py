@@ -398,7 +398,8 @@ class GRUModel(GRUPreTrainedModel):
 
         Returns:
             [`BaseModelOutputWithPooling`] with `last_hidden_state` `(batch, sequence, num_directions * hidden_size)`
-            (zeros at padded positions), `pooler_output` `(batch, num_directions * hidden_size)` and, if asked,
+            (zeros at padded positions), `pooler_output` `(batch, config.pooled_size)` (the pooled GRU states,
+            then the embedding pooling when `embedding_pooling="mean_max"`) and, if asked,
             `hidden_states`: a tuple of `num_layers + 1` tensors `(batch, sequence, width)`. A row with no real token
             (an empty text) pools to a zero vector, so its logits are the classifier's bias: finite, never NaN.
         """

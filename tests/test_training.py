@@ -54,7 +54,7 @@ def test_trec_default_training_reaches_90_percent_test_accuracy(tmp_path):
     assert {s["label"] for s in scores} == set(model.config.id2label.values())
     assert sum(s["score"] for s in scores) == pytest.approx(1.0, abs=1e-5)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert tokenizer.model_max_length == 256  # inference truncates where training did
+    assert tokenizer.model_max_length == 2048  # inference reads as far as training did
 
 
 RESUME_ARGS = [
