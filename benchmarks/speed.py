@@ -252,9 +252,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--latency-short", type=int, default=200, help="sst2 texts timed one at a time")
     add("--latency-long", type=int, default=50, help="imdb texts timed one at a time")
     add("--rounds", type=int, default=3, help="interleaved rounds of batch-32 timing")
-    add("--long-documents", action="store_true",
+    add(
+        "--long-documents",
+        action="store_true",
         help="only the whole-document block: imdb at batch 32, hf_gru against TF-IDF + LR, fastText and MiniLM-L6 "
-        "reading the whole text in windows (results/speed_long.json, BENCHMARKS.md section speed-long)")
+        "reading the whole text in windows (results/speed_long.json, BENCHMARKS.md section speed-long)",
+    )
     add("--long-window", type=int, default=256, help="window of the whole-document MiniLM-L6 (tokens)")
     add("--long-max-lengths", type=int, nargs="+", default=[512, 256],
         help="truncations the transformers are timed at on long texts (the longest is their main row)")  # fmt: skip

@@ -301,7 +301,8 @@ def run_distillation(
         texts = build_transfer_texts(
             train["text"], distill_args, mask_token_of(base_tokenizer), augment_seed, unlabeled=unlabeled
         )
-        identity = {"teacher": reference, "dataset": data.reference}
+        windows = distill_args.windows_for(resolve_max_length(data.tokenizer, data_args.max_length))
+        identity = {"teacher": reference, "dataset": data.reference, "teacher_windows": windows}
         if given is not None:
             identity["teacher_fingerprint"] = teacher_fingerprint(given, reference)
         _check_reusable(distill_args, cache_identity(texts, identity))  # texts only, for a teacher yet to train
