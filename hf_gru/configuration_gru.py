@@ -45,8 +45,8 @@ class GRUConfig(PretrainedConfig):
             `ceil(length / chunk_size)` short rows instead of one long sequential pass.
         embedding_pooling (`str`, defaults to `"none"`): `"mean_max"` adds a second reader beside the GRU: the mean
             and the maximum of the token embeddings over the whole text (SWEM, Shen et al., 2018), each
-            layer-normalised, concatenated to the pooled GRU vector before the classifier. It costs no recurrence and carries a long document's
-            word statistics (topic words) however far from the start they are.
+            layer-normalised, concatenated to the pooled GRU vector before the classifier. It costs no recurrence
+            and carries a long document's word statistics (topic words) however far from the start they are.
         pad_token_id (`int`, defaults to 0): id of the padding token; its embedding row starts at zero.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the classifier and pooling layers.
         embedding_init_std (`float`, defaults to 1.0): std of the normal init of the embedding table (torch's
