@@ -381,6 +381,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
         subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
         subset += f", {entry['loss']} loss" if entry.get("loss") else ""
+        if "chunk_size" not in (entry.get("architecture") or {}):
+            subset += ", first 256 tokens: before whole-document reading"
         subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":

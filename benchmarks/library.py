@@ -10,7 +10,15 @@ from typing import Any
 
 from common import log
 
-ARCHITECTURE = ("vocab_size", "embedding_size", "hidden_size", "num_layers", "pooling")
+ARCHITECTURE = (
+    "vocab_size",
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "pooling",
+    "chunk_size",
+    "embedding_pooling",
+)
 
 
 def run_command(
