@@ -37,10 +37,10 @@ class DistillationArguments:
     teacher_batch_size: int = field(default=32, metadata={"help": "batch size of the teacher fine-tuning"})
     teacher_max_length: int = field(default=128, metadata={"help": "tokens the teacher reads per window"})
     teacher_windows: str = field(
-        default="auto",
-        metadata={"help": "windows of teacher_max_length tokens the teacher reads per text when labelling, its "
-                  "logits averaged over them: auto (enough to cover the student's max_length: the whole document), "
-                  "or a number (1: the first window only)"},
+        default="1",
+        metadata={"help": "windows of teacher_max_length tokens the teacher reads per text, its logits averaged over "
+                  "them: 1 (the first window: best measured, as the teacher is fine-tuned on first windows; BBC News "
+                  "98.9 against 97.1 for all windows), a number, or auto (as many as cover the student's max_length)"},
     )  # fmt: skip
     teacher_max_train_samples: int | None = field(
         default=None,
