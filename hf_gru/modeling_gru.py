@@ -1,7 +1,8 @@
 """PyTorch GRU text classifiers as `transformers` models.
 
-This file travels to the Hub as remote code next to `configuration_gru.py` and `modeling_gru_layers.py`: it may import only `torch`,
-`transformers` and the configuration, so that `trust_remote_code=True` works where `hf_gru` is not installed.
+This file travels to the Hub as remote code next to `configuration_gru.py` and `modeling_gru_layers.py`: it may
+import only `torch`, `transformers` and those two, so that `trust_remote_code=True` works where `hf_gru` is not
+installed.
 
 Variable-length batches are exact: every layer runs on right-aligned tokens (left padding or holes in the mask are
 compacted first), the left-to-right GRU reads padding only after a text's last token, and the right-to-left GRU
