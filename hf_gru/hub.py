@@ -19,6 +19,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from transformers.dynamic_module_utils import get_relative_import_files
 
 from .model_card import build_model_card
 from .run_directory import (
@@ -151,7 +152,16 @@ def _remote_code_files(config_path: Path) -> list[str]:
         )
     references = [ref for value in auto_map.values() for ref in ([value] if isinstance(value, str) else value) if ref]
     modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in references]  # "repo--module.Class" -> "module"
-    return list(dict.fromkeys(f"{module.replace('.', '/')}.py" for module in modules))
+    names = [f"{module.replace('.', '/')}.py" for module in modules]
+    # The modules those import relatively (`from .modeling_gru_layers import ...`) travel too, as transformers'
+    # `custom_object_save` copies them: without them remote code fails to import.
+    model_dir = config_path.parent
+    for name in list(names):
+        if (model_dir / name).is_file():
+            names += [
+                Path(path).relative_to(model_dir).as_posix() for path in get_relative_import_files(model_dir / name)
+            ]
+    return list(dict.fromkeys(names))
 
 
 def resolve_token(repo_id: str, token: str | None = None) -> str:

@@ -20,6 +20,7 @@ TRAINED_MODEL_FILES = frozenset(
         run_directory.WEIGHTS_FILE,
         "configuration_gru.py",  # the model's own code, saved beside it (remote code)
         "modeling_gru.py",
+        "modeling_gru_layers.py",
         run_directory.TOKENIZER_VOCAB_FILES[0],  # tokenizer.json
         run_directory.TOKENIZER_CONFIG_FILE,
         run_directory.RESULTS_FILE,
