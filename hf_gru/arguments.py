@@ -25,9 +25,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # hf-gru distill's default: sized to serve ~20x faster than MiniLM-L6 on a CPU (measured, README)
     "student": dict(embedding_size=128, hidden_size=96, num_layers=1, pooling="mean"),
 }
-# How every preset reads a long document (README "Long documents"): the GRU in windows of 256 tokens, and the mean
-# and max of the token embeddings over the whole text beside it. Texts are read up to DataArguments.max_length.
-WHOLE_DOCUMENT_READING: dict[str, Any] = dict(chunk_size=256, embedding_pooling="mean_max")
+# How every preset reads a long document (README "Long documents"): the GRU in windows of 256 tokens, the mean and
+# max of the token embeddings over the whole text beside it, and a linear model over its TF-IDF bag of tokens added
+# to the logits. Texts are read up to DataArguments.max_length.
+WHOLE_DOCUMENT_READING: dict[str, Any] = dict(chunk_size=256, embedding_pooling="mean_max", bag_of_tokens=True)
 for _preset in MODEL_PRESETS.values():
     _preset.update(WHOLE_DOCUMENT_READING)
 ARCHITECTURE_FIELDS = (
@@ -44,6 +45,7 @@ ARCHITECTURE_FIELDS = (
     "embedding_init_std",
     "chunk_size",
     "embedding_pooling",
+    "bag_of_tokens",
 )
 _HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 _TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
@@ -83,6 +85,10 @@ class ModelArguments:
     )
     embedding_pooling: str | None = field(
         default=None, metadata={"help": "mean_max (mean and max of the token embeddings beside the GRU) or none"}
+    )
+    bag_of_tokens: bool | None = field(
+        default=None,
+        metadata={"help": "add a linear classifier over the text's TF-IDF bag of tokens to the logits (default: yes)"},
     )
     tokenizer: str | None = field(
         default=None, metadata={"help": "path or Hub id of an existing tokenizer; default: train one on the data"}
@@ -178,6 +184,10 @@ class GRUTrainingArguments(TrainingArguments):
             "help": "the embedding table's learning rate / learning_rate (10 moved SST-2 and MR up about 1 point "
             "from scratch and TREC and SST-5 down: BENCHMARKS.md)"
         },
+    )
+    bag_learning_rate_multiplier: float = field(
+        default=10.0,
+        metadata={"help": "the TF-IDF bag's learning rate / learning_rate (bag_of_tokens: a linear model from zero)"},
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.06, metadata={"help": "warmup steps, or a ratio of all steps if < 1"})

@@ -47,6 +47,11 @@ class GRUConfig(PretrainedConfig):
             and the maximum of the token embeddings over the whole text (SWEM, Shen et al., 2018), each
             layer-normalised, concatenated to the pooled GRU vector before the classifier. It costs no recurrence
             and carries a long document's word statistics (topic words) however far from the start they are.
+        bag_of_tokens (`bool`, defaults to `False`): adds a linear classifier over the text's TF-IDF bag of tokens
+            (sublinear term frequency times the inverse document frequency of each token in the training texts,
+            L2-normalised; "wide and deep", Cheng et al., 2016) to the logits. It is full rank over the vocabulary,
+            so it keeps the rare, decisive words of a topic that a few hundred embedding dimensions blur: the word
+            statistics that TF-IDF + logistic regression wins with on long documents. Needs `input_ids`.
         pad_token_id (`int`, defaults to 0): id of the padding token; its embedding row starts at zero.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the classifier and pooling layers.
         embedding_init_std (`float`, defaults to 1.0): std of the normal init of the embedding table (torch's
@@ -78,6 +83,7 @@ class GRUConfig(PretrainedConfig):
         gru_implementation: str = "fused",
         chunk_size: int | None = None,
         embedding_pooling: str = "none",
+        bag_of_tokens: bool = False,
         pad_token_id: int = 0,
         initializer_range: float = 0.02,
         embedding_init_std: float = 1.0,
@@ -96,6 +102,7 @@ class GRUConfig(PretrainedConfig):
         self.gru_implementation = gru_implementation
         self.chunk_size = chunk_size
         self.embedding_pooling = embedding_pooling
+        self.bag_of_tokens = bag_of_tokens
         self.initializer_range = initializer_range
         self.embedding_init_std = embedding_init_std
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -138,6 +145,8 @@ class GRUConfig(PretrainedConfig):
                 f"GRUConfig.embedding_pooling must be one of {', '.join(EMBEDDING_POOLING_CHOICES)}; "
                 f"got {self.embedding_pooling!r}"
             )
+        if not isinstance(self.bag_of_tokens, bool):
+            raise ValueError(f"GRUConfig.bag_of_tokens must be true or false, got {self.bag_of_tokens!r}")
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"GRUConfig.pooling must be one of {', '.join(POOLING_CHOICES)}; got {self.pooling!r}")
         if self.gru_implementation not in GRU_IMPLEMENTATIONS:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .backends import INSTALL_HINT, import_onnxruntime, load_classifier, onnx_session
+from .configuration_gru import GRUConfig
 from .modeling_gru import GRUForSequenceClassification, join_windows, split_into_windows
 from .run_directory import (
     CONFIG_FILE,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 # Integer Clip (the length clamps) needs opset 12; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET = 12, 20
+MIN_BAG_OPSET = 16  # the TF-IDF bag's scatter-add (ScatterElements reduction="add")
 QUANTIZATIONS = ("int8",)
 # Copied beside the graph when present, so AutoConfig / AutoTokenizer (and optimum) can read the folder.
 _CONFIG_FILES = (CONFIG_FILE, "configuration_gru.py")
@@ -156,7 +158,10 @@ class ExportableClassifier(nn.Module):
         else:
             rows, row_lengths, num_windows = split_into_windows(embedded, lengths, gru.config.chunk_size)
             outputs = join_windows(self._layers(rows, row_lengths), num_windows, num_steps)
-        return self.model.classifier(gru.pool(outputs, embedded, mask, lengths))
+        logits = self.model.classifier(gru.pool(outputs, embedded, mask, lengths))
+        if self.model.token_bag is not None:
+            logits = logits + self.model.token_bag(input_ids, mask)
+        return logits
 
     def _layers(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The GRU stack over right-aligned rows, each recurrence one ONNX GRU op; zero at padded positions."""
@@ -195,10 +200,13 @@ class ExportResult:
     parity_texts: int = 0
 
 
-def check_opset(opset: int) -> int:
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+def check_opset(opset: int, config: GRUConfig | None = None) -> int:
+    """`opset`, if the graph can be written in it; a model with a TF-IDF bag needs ScatterElements' add (16+)."""
+    lowest = MIN_BAG_OPSET if config is not None and getattr(config, "bag_of_tokens", False) else MIN_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= MAX_OPSET:
+        why = " with its TF-IDF bag of tokens (bag_of_tokens)" if lowest != MIN_OPSET else ""
         raise ValueError(
-            f"--opset {opset} is not supported: the GRU export needs an ONNX opset in [{MIN_OPSET}, {MAX_OPSET}] "
+            f"--opset {opset} is not supported: the GRU export{why} needs an ONNX opset in [{lowest}, {MAX_OPSET}] "
             f"(default {DEFAULT_OPSET})"
         )
     return opset
@@ -208,7 +216,7 @@ def export_graph(model: GRUForSequenceClassification, path: str | Path, *, opset
     """Writes `model` as an ONNX graph (inputs `input_ids`, `attention_mask` int64 `(batch, sequence)`; output
     `logits` float32 `(batch, num_labels)`) and checks it with `onnx.checker`."""
     onnx = _import_onnx()
-    check_opset(opset)
+    check_opset(opset, model.config)
     path = Path(path)
     wrapper = exportable_model(model)
     example = torch.ones(2, 3, dtype=torch.long)

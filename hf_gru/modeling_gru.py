@@ -27,6 +27,7 @@ from .modeling_gru_layers import (
     GRULayer,
     GRUPooler,
     GRUReferenceLayer,
+    TokenBagClassifier,
     _prefix_mask,
     _reverse_within_length,
     _right_align,
@@ -96,6 +97,8 @@ class GRUPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, TokenBagClassifier):
+            init.zeros_(module.weight)  # the wide part starts silent: the logits are the GRU's until it learns
 
 
 class GRUModel(GRUPreTrainedModel):
@@ -277,6 +280,7 @@ class GRUForSequenceClassification(GRUPreTrainedModel):
         self.gru = GRUModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.pooled_size, config.num_labels)
+        self.token_bag = TokenBagClassifier(config.vocab_size, config.num_labels) if config.bag_of_tokens else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -317,6 +321,14 @@ class GRUForSequenceClassification(GRUPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
+        if self.token_bag is not None:
+            if input_ids is None:
+                raise ValueError(
+                    "this model adds a TF-IDF bag of tokens to its logits (config.bag_of_tokens), which needs "
+                    "input_ids: pass input_ids instead of inputs_embeds"
+                )
+            mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
+            logits = logits + self.token_bag(input_ids, mask.to(input_ids.device))
 
         loss = None
         if labels is not None:

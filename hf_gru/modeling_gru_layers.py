@@ -208,3 +208,34 @@ def join_windows(rows: torch.Tensor, num_windows: torch.Tensor, num_steps) -> to
     """The inverse of `split_into_windows` for per-token outputs: `(batch, num_steps, width)`."""
     batch_size = torch.div(rows.shape[0], num_windows, rounding_mode="floor")
     return rows.reshape(batch_size, -1, rows.shape[-1])[:, :num_steps]
+
+
+class TokenBagClassifier(nn.Module):
+    """Logits from the text's TF-IDF bag of tokens: a linear model over the whole vocabulary (`bag_of_tokens`).
+
+    The bag is exactly scikit-learn's `TfidfVectorizer(sublinear_tf=True)` over token ids: `1 + log(count)` for each
+    token present, times `idf`, L2-normalised. `idf` is a buffer saved with the weights; training fills it from the
+    training texts (`set_idf`), and it stays all ones (plain term frequency) otherwise. An empty text gives zeros.
+    """
+
+    def __init__(self, vocab_size: int, num_labels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_labels, vocab_size))
+        self.register_buffer("idf", torch.ones(vocab_size))
+
+    def bag(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(batch, vocab_size)` TF-IDF rows; a scatter-add of the real tokens (padding counts nothing)."""
+        counts = torch.zeros(input_ids.shape[0], self.idf.shape[0], dtype=self.idf.dtype, device=input_ids.device)
+        counts = counts.scatter_add(1, input_ids, mask.to(counts.dtype))
+        present = (counts > 0).to(counts.dtype)
+        weights = (counts.clamp(min=1.0).log() + 1.0) * present * self.idf
+        return weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self.bag(input_ids, mask), self.weight)
+
+    @torch.no_grad()
+    def set_idf(self, document_frequencies: torch.Tensor, num_documents: int) -> None:
+        """scikit-learn's smooth idf, `ln((1 + n) / (1 + df)) + 1`, from each token's document count in training."""
+        frequencies = document_frequencies.to(device=self.idf.device, dtype=self.idf.dtype)
+        self.idf.copy_(torch.log((1.0 + num_documents) / (1.0 + frequencies)) + 1.0)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from .arguments import ARCHITECTURE_FIELDS, BEST_METRIC, DataArguments, GRUTrainingArguments, ModelArguments
@@ -27,6 +28,7 @@ from .data import PreparedData, prepare_data, resolve_max_length, tokenize_datas
 from .encoders import (
     ResolvedEncoder,
     choose_start,
+    document_frequencies,
     initialize_embeddings,
     prune_tokenizer,
     should_prune,
@@ -248,6 +250,19 @@ def build_model(
     return model
 
 
+def fit_token_idf(model: GRUForSequenceClassification, data: PreparedData) -> None:
+    """The TF-IDF bag's idf (`bag_of_tokens`) from the training split's token ids. A streamed split is never seen
+    whole: its bag keeps idf 1 (plain sublinear term frequency) and says so."""
+    if model.token_bag is None:
+        return
+    train = data.tokenized.get("train")
+    if train is None or not hasattr(train, "__len__"):
+        logger.warning("the TF-IDF bag of tokens keeps idf 1: a streamed training split has no document counts")
+        return
+    counts, num_rows = document_frequencies(train["input_ids"], model.config.vocab_size)
+    model.token_bag.set_idf(torch.from_numpy(counts), num_rows)
+
+
 def apply_best_metric_default(model: GRUForSequenceClassification, training_args: TrainingArguments) -> str:
     """The problem type's metric as `metric_for_best_model` when none was given; returns the problem type."""
     problem_type = model.config.problem_type or "single_label_classification"
@@ -295,6 +310,8 @@ def start_run(
     else:
         data = load_data(start)
     model = build_model(model_args, data.tokenizer, data.id2label, start)
+    if checkpoint is None and not model_args.model_name_or_path:
+        fit_token_idf(model, data)
     problem_type = apply_best_metric_default(model, training_args)
 
     # [accelerate] The other processes wait until rank 0 has created the directory.

@@ -21,7 +21,14 @@ from .resolve import (
     choose_start,
     resolve_encoder,
 )
-from .vocabulary import prune_tokenizer, should_prune, unknown_token_share, used_token_ids, warn_on_unknown_tokens
+from .vocabulary import (
+    document_frequencies,
+    prune_tokenizer,
+    should_prune,
+    unknown_token_share,
+    used_token_ids,
+    warn_on_unknown_tokens,
+)
 
 __all__ = [
     "AUTO",
@@ -41,6 +48,7 @@ __all__ = [
     "reduce_embeddings",
     "resolve_encoder",
     "scale_embedding_learning_rate",
+    "document_frequencies",
     "should_prune",
     "unknown_token_share",
     "used_token_ids",

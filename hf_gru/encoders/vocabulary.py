@@ -131,3 +131,14 @@ def should_prune(setting: str, vocabulary_rows: int) -> bool:
     if setting not in ("auto", "yes", "no"):
         raise ValueError(f"--prune_vocabulary {setting!r}: choose auto, yes or no")
     return setting == "yes" or (setting == "auto" and vocabulary_rows > PRUNE_ABOVE_ROWS)
+
+
+def document_frequencies(rows: Iterable[Sequence[int]], vocab_size: int) -> tuple[np.ndarray, int]:
+    """How many rows hold each token id at least once, and the number of rows: the TF-IDF bag's idf
+    (`GRUConfig.bag_of_tokens`) is computed from these over the training texts."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    num_rows = 0
+    for row in rows:
+        counts[np.unique(np.asarray(row, dtype=np.int64))] += 1
+        num_rows += 1
+    return counts, num_rows
