@@ -18,6 +18,7 @@ ARCHITECTURE = (
     "pooling",
     "chunk_size",
     "embedding_pooling",
+    "bag_of_tokens",
 )
 
 

@@ -102,10 +102,12 @@ def test_presets_read_whole_documents_and_zero_turns_windows_off():
     assert data_args.max_length >= 2048
     assert model_args.architecture()["chunk_size"] == 256
     assert model_args.architecture()["embedding_pooling"] == "mean_max"
-    off = ["--output_dir", "x", "--chunk_size", "0", "--embedding_pooling", "none"]
+    assert model_args.architecture()["bag_of_tokens"] is True
+    off = ["--output_dir", "x", "--chunk_size", "0", "--embedding_pooling", "none", "--bag_of_tokens", "false"]
     model_args, _, _ = parse_training_arguments(off)
     assert model_args.architecture()["chunk_size"] is None
     assert model_args.architecture()["embedding_pooling"] == "none"
+    assert model_args.architecture()["bag_of_tokens"] is False
 
 
 @pytest.mark.parametrize("bidirectional, opset", [(False, 12), (True, 17)])
