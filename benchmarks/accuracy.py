@@ -381,8 +381,11 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
         subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
         subset += f", {entry['loss']} loss" if entry.get("loss") else ""
-        if "chunk_size" not in (entry.get("architecture") or {}):
+        architecture = entry.get("architecture") or {}
+        if "chunk_size" not in architecture:
             subset += ", first 256 tokens: before whole-document reading"
+        elif not architecture.get("bag_of_tokens"):
+            subset += ", before the TF-IDF bag of tokens"
         subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":
