@@ -233,7 +233,8 @@ def build_model(
     saved one re-headed for these labels."""
     labels = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     if model_args.model_name_or_path:
-        overrides = {n: getattr(model_args, n) for n in ARCHITECTURE_FIELDS if getattr(model_args, n) is not None}
+        explicit = [n for n in ARCHITECTURE_FIELDS if getattr(model_args, n) not in (None, "auto")]
+        overrides = {n: model_args.architecture()[n] for n in explicit}
         return GRUForSequenceClassification.from_pretrained(
             model_args.model_name_or_path, num_labels=len(id2label), ignore_mismatched_sizes=True, **labels, **overrides
         )
@@ -248,6 +249,15 @@ def build_model(
     if start is not None and start.encoder is not None and start.checkpoint is None:
         initialize_embeddings(model, start.encoder.path, rows=start.rows, name=start.encoder.reference)
     return model
+
+
+def training_token_counts(data: PreparedData) -> list[int]:
+    """Tokens per training text (a streamed split: its in-memory validation texts stand in)."""
+    for split in ("train", "validation"):
+        rows = data.tokenized.get(split)
+        if rows is not None and hasattr(rows, "__len__"):
+            return [len(ids) for ids in rows["input_ids"]]
+    return []
 
 
 def fit_token_idf(model: GRUForSequenceClassification, data: PreparedData) -> None:
@@ -309,6 +319,8 @@ def start_run(
         data = prepare_training_data(model_args, data_args, training_args, start)
     else:
         data = load_data(start)
+    if not model_args.model_name_or_path:
+        model_args.resolve_bag_of_tokens(training_token_counts(data))
     model = build_model(model_args, data.tokenizer, data.id2label, start)
     if checkpoint is None and not model_args.model_name_or_path:
         fit_token_idf(model, data)

@@ -102,7 +102,7 @@ def test_presets_read_whole_documents_and_zero_turns_windows_off():
     assert data_args.max_length >= 2048
     assert model_args.architecture()["chunk_size"] == 256
     assert model_args.architecture()["embedding_pooling"] == "mean_max"
-    assert model_args.architecture()["bag_of_tokens"] is True
+    assert "bag_of_tokens" not in model_args.architecture()  # auto: decided from the training texts
     off = ["--output_dir", "x", "--chunk_size", "0", "--embedding_pooling", "none", "--bag_of_tokens", "false"]
     model_args, _, _ = parse_training_arguments(off)
     assert model_args.architecture()["chunk_size"] is None

@@ -125,7 +125,7 @@ def test_training_fits_the_idf_to_the_training_texts_and_saves_it_with_the_weigh
     result = run_training(*parse_training_arguments([
         "--dataset", str(data), "--output_dir", str(tmp_path / "model"), "--preset", "small", "--max_steps", "2",
         "--validation_fraction", "0.25", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
-        "--load_best_model_at_end", "false", "--seed", "3",
+        "--load_best_model_at_end", "false", "--seed", "3", "--bag_of_tokens", "true",  # questions: auto is off
     ]))  # fmt: skip
     output = Path(result.output_dir)
     assert json.loads((output / "config.json").read_text())["bag_of_tokens"] is True
@@ -141,3 +141,22 @@ def test_training_fits_the_idf_to_the_training_texts_and_saves_it_with_the_weigh
     unseen = np.setdiff1d(np.arange(len(idf)), np.unique(np.concatenate([np.asarray(row) for row in ids])))
     assert len(unseen) > 1000 and np.allclose(idf[unseen], np.log(1.0 + trained_on) + 1.0, atol=1e-5)
     assert idf[tokenizer.convert_tokens_to_ids("the")] < 2.0
+
+
+def test_auto_adds_the_bag_for_documents_and_not_for_sentences():
+    from hf_gru.arguments import BAG_OF_TOKENS_MEDIAN_TOKENS
+
+    def resolved(setting: str, counts: list[int]) -> tuple[bool, dict]:
+        model_args, _, _ = parse_training_arguments(["--output_dir", "x", "--bag_of_tokens", setting])
+        return model_args.resolve_bag_of_tokens(counts), model_args.architecture()
+
+    documents = [BAG_OF_TOKENS_MEDIAN_TOKENS - 100, BAG_OF_TOKENS_MEDIAN_TOKENS, 2048]
+    sentences = [12, 25, BAG_OF_TOKENS_MEDIAN_TOKENS - 1, 4000]
+    on, architecture = resolved("auto", documents)
+    assert on and architecture["bag_of_tokens"] is True
+    assert resolved("auto", sentences)[1]["bag_of_tokens"] is False
+    assert resolved("auto", [])[0] is False
+    assert resolved("yes", sentences)[1]["bag_of_tokens"] is True  # an explicit setting is kept
+    assert resolved("false", documents)[1]["bag_of_tokens"] is False
+    with pytest.raises(ValueError, match="--bag_of_tokens 'sometimes'"):
+        parse_training_arguments(["--output_dir", "x", "--bag_of_tokens", "sometimes"])
