@@ -384,8 +384,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
         architecture = entry.get("architecture") or {}
         if "chunk_size" not in architecture:
             subset += ", first 256 tokens: before whole-document reading"
-        elif not architecture.get("bag_of_tokens"):
-            subset += ", before the TF-IDF bag of tokens"
+        elif architecture.get("bag_of_tokens"):
+            subset += ", with the TF-IDF bag of tokens"
         subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":
