@@ -386,6 +386,8 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
             subset += ", first 256 tokens: before whole-document reading"
         elif architecture.get("bag_of_tokens"):
             subset += ", with the TF-IDF bag of tokens"
+            buckets = architecture.get("bag_bigram_buckets")
+            subset += f" and of token pairs ({buckets:,} buckets)" if buckets else ""
         subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":

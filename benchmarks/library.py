@@ -19,6 +19,7 @@ ARCHITECTURE = (
     "chunk_size",
     "embedding_pooling",
     "bag_of_tokens",
+    "bag_bigram_buckets",
 )
 
 

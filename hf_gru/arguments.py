@@ -56,6 +56,7 @@ ARCHITECTURE_FIELDS = (
     "chunk_size",
     "embedding_pooling",
     "bag_of_tokens",
+    "bag_bigram_buckets",
 )
 _HAS_TENSORBOARD = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 _TENSORBOARD = "tensorboard" if _HAS_TENSORBOARD else "none"
@@ -101,6 +102,13 @@ class ModelArguments:
         metadata={
             "help": "add a linear classifier over the text's TF-IDF bag of tokens to the logits: auto (when the "
             f"median training text has at least {BAG_OF_TOKENS_MEDIAN_TOKENS} tokens: documents), true or false"
+        },
+    )
+    bag_bigram_buckets: int | None = field(
+        default=None,
+        metadata={
+            "help": "with the bag of tokens, also count pairs of consecutive tokens hashed into this many "
+            "columns (default 0: single tokens)"
         },
     )
     tokenizer: str | None = field(

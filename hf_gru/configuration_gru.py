@@ -52,6 +52,9 @@ class GRUConfig(PretrainedConfig):
             L2-normalised; "wide and deep", Cheng et al., 2016) to the logits. It is full rank over the vocabulary,
             so it keeps the rare, decisive words of a topic that a few hundred embedding dimensions blur: the word
             statistics that TF-IDF + logistic regression wins with on long documents. Needs `input_ids`.
+        bag_bigram_buckets (`int`, defaults to 0): with `bag_of_tokens`, also counts each pair of consecutive tokens
+            in the bag, hashed into this many extra columns (0: single tokens only). Pairs carry phrases that single
+            word pieces split ("new york", "windows nt"); each bucket adds `num_labels` weights.
         pad_token_id (`int`, defaults to 0): id of the padding token; its embedding row starts at zero.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the classifier and pooling layers.
         embedding_init_std (`float`, defaults to 1.0): std of the normal init of the embedding table (torch's
@@ -84,6 +87,7 @@ class GRUConfig(PretrainedConfig):
         chunk_size: int | None = None,
         embedding_pooling: str = "none",
         bag_of_tokens: bool = False,
+        bag_bigram_buckets: int = 0,
         pad_token_id: int = 0,
         initializer_range: float = 0.02,
         embedding_init_std: float = 1.0,
@@ -103,6 +107,7 @@ class GRUConfig(PretrainedConfig):
         self.chunk_size = chunk_size
         self.embedding_pooling = embedding_pooling
         self.bag_of_tokens = bag_of_tokens
+        self.bag_bigram_buckets = bag_bigram_buckets
         self.initializer_range = initializer_range
         self.embedding_init_std = embedding_init_std
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -147,6 +152,9 @@ class GRUConfig(PretrainedConfig):
             )
         if not isinstance(self.bag_of_tokens, bool):
             raise ValueError(f"GRUConfig.bag_of_tokens must be true or false, got {self.bag_of_tokens!r}")
+        buckets = self.bag_bigram_buckets
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
+            raise ValueError(f"GRUConfig.bag_bigram_buckets must be a non-negative integer, got {buckets!r}")
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"GRUConfig.pooling must be one of {', '.join(POOLING_CHOICES)}; got {self.pooling!r}")
         if self.gru_implementation not in GRU_IMPLEMENTATIONS:

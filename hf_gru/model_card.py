@@ -176,6 +176,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, revision
         embedding_pooling=config.get("embedding_pooling", "none"),
         chunk_size=config.get("chunk_size"),
         bag_of_tokens=config.get("bag_of_tokens", False),
+        bag_bigram_buckets=config.get("bag_bigram_buckets", 0),
         tokenizer_description=summary.tokenizer,
         max_length=summary.max_length,
         labels=labels,

@@ -213,20 +213,37 @@ def join_windows(rows: torch.Tensor, num_windows: torch.Tensor, num_steps) -> to
 class TokenBagClassifier(nn.Module):
     """Logits from the text's TF-IDF bag of tokens: a linear model over the whole vocabulary (`bag_of_tokens`).
 
-    The bag is exactly scikit-learn's `TfidfVectorizer(sublinear_tf=True)` over token ids: `1 + log(count)` for each
-    token present, times `idf`, L2-normalised. `idf` is a buffer saved with the weights; training fills it from the
-    training texts (`set_idf`), and it stays all ones (plain term frequency) otherwise. An empty text gives zeros.
+    The bag is exactly scikit-learn's `TfidfVectorizer(sublinear_tf=True)` over token ids (and, with
+    `bigram_buckets`, over pairs of consecutive token ids hashed into that many extra columns): `1 + log(count)` for
+    each feature present, times `idf`, L2-normalised. `idf` is a buffer saved with the weights; training fills it
+    from the training texts (`set_idf`), and it stays all ones (plain term frequency) otherwise. An empty text gives
+    zeros.
     """
 
-    def __init__(self, vocab_size: int, num_labels: int):
+    # Pair (a, b) -> column vocab_size + (a * BIGRAM_HASH_MULTIPLIER + b) mod bigram_buckets: an odd prime spreads
+    # the pairs of one first token over the buckets; products of ids below 2**40 stay exact in int64.
+    BIGRAM_HASH_MULTIPLIER = 1_000_003
+
+    def __init__(self, vocab_size: int, num_labels: int, bigram_buckets: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_labels, vocab_size))
-        self.register_buffer("idf", torch.ones(vocab_size))
+        self.vocab_size, self.bigram_buckets = vocab_size, bigram_buckets
+        self.weight = nn.Parameter(torch.zeros(num_labels, vocab_size + bigram_buckets))
+        self.register_buffer("idf", torch.ones(vocab_size + bigram_buckets))
+
+    def features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each text's feature columns `(batch, n)` and which of them are real: its tokens, then (with bigram
+        buckets) the hashed pairs of consecutive real tokens."""
+        if not self.bigram_buckets:
+            return input_ids, mask
+        pairs = input_ids[:, :-1] * self.BIGRAM_HASH_MULTIPLIER + input_ids[:, 1:]
+        columns = torch.remainder(pairs, self.bigram_buckets) + self.vocab_size
+        return torch.cat([input_ids, columns], dim=1), torch.cat([mask, mask[:, :-1] & mask[:, 1:]], dim=1)
 
     def bag(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`(batch, vocab_size)` TF-IDF rows; a scatter-add of the real tokens (padding counts nothing)."""
+        """`(batch, columns)` TF-IDF rows; a scatter-add of the real features (padding counts nothing)."""
+        columns, real = self.features(input_ids, mask.bool())
         counts = torch.zeros(input_ids.shape[0], self.idf.shape[0], dtype=self.idf.dtype, device=input_ids.device)
-        counts = counts.scatter_add(1, input_ids, mask.to(counts.dtype))
+        counts = counts.scatter_add(1, columns, real.to(counts.dtype))
         present = (counts > 0).to(counts.dtype)
         weights = (counts.clamp(min=1.0).log() + 1.0) * present * self.idf
         return weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-12)
@@ -234,8 +251,14 @@ class TokenBagClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(self.bag(input_ids, mask), self.weight)
 
+    def row_features(self, ids: list[int]) -> torch.Tensor:
+        """The feature columns of one unpadded text (for counting document frequencies)."""
+        row = torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
+        columns, real = self.features(row, torch.ones_like(row, dtype=torch.bool))
+        return columns[real]
+
     @torch.no_grad()
     def set_idf(self, document_frequencies: torch.Tensor, num_documents: int) -> None:
-        """scikit-learn's smooth idf, `ln((1 + n) / (1 + df)) + 1`, from each token's document count in training."""
+        """scikit-learn's smooth idf, `ln((1 + n) / (1 + df)) + 1`, from each feature's document count in training."""
         frequencies = document_frequencies.to(device=self.idf.device, dtype=self.idf.dtype)
         self.idf.copy_(torch.log((1.0 + num_documents) / (1.0 + frequencies)) + 1.0)

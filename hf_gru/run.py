@@ -269,8 +269,10 @@ def fit_token_idf(model: GRUForSequenceClassification, data: PreparedData) -> No
     if train is None or not hasattr(train, "__len__"):
         logger.warning("the TF-IDF bag of tokens keeps idf 1: a streamed training split has no document counts")
         return
-    counts, num_rows = document_frequencies(train["input_ids"], model.config.vocab_size)
-    model.token_bag.set_idf(torch.from_numpy(counts), num_rows)
+    bag = model.token_bag
+    features = bag.row_features if bag.bigram_buckets else None
+    counts, num_rows = document_frequencies(train["input_ids"], bag.idf.shape[0], features)
+    bag.set_idf(torch.from_numpy(counts), num_rows)
 
 
 def apply_best_metric_default(model: GRUForSequenceClassification, training_args: TrainingArguments) -> str:

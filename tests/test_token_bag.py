@@ -126,15 +126,18 @@ def test_training_fits_the_idf_to_the_training_texts_and_saves_it_with_the_weigh
         "--dataset", str(data), "--output_dir", str(tmp_path / "model"), "--preset", "small", "--max_steps", "2",
         "--validation_fraction", "0.25", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
         "--load_best_model_at_end", "false", "--seed", "3", "--bag_of_tokens", "true",  # questions: auto is off
+        "--bag_bigram_buckets", "500",
     ]))  # fmt: skip
     output = Path(result.output_dir)
-    assert json.loads((output / "config.json").read_text())["bag_of_tokens"] is True
+    config = json.loads((output / "config.json").read_text())
+    assert config["bag_of_tokens"] is True and config["bag_bigram_buckets"] == 500
     model = AutoModelForSequenceClassification.from_pretrained(output, trust_remote_code=True)
     tokenizer = load_tokenizer(str(output))
     texts = [r["text"] for r in rows]
     ids = tokenizer(texts, truncation=True)["input_ids"]
-    idf = model.token_bag.idf.numpy()
+    idf, pair_idf = np.split(model.token_bag.idf.numpy(), [config["vocab_size"]])
     assert idf.min() >= 1.0 and idf.max() > 4.0  # fitted, not the all-ones default
+    assert len(pair_idf) == 500 and pair_idf.min() < 2.0 < pair_idf.max()  # "what is" is in most questions
     # A token no text holds gets the largest idf, ln(1 + n) + 1 for n training texts (the rest is validation);
     # "the" is in most questions, so its idf is near 1.
     trained_on = json.loads((output / "all_results.json").read_text())["train_samples"]
@@ -160,3 +163,48 @@ def test_auto_adds_the_bag_for_documents_and_not_for_sentences():
     assert resolved("false", documents)[1]["bag_of_tokens"] is False
     with pytest.raises(ValueError, match="--bag_of_tokens 'sometimes'"):
         parse_training_arguments(["--output_dir", "x", "--bag_of_tokens", "sometimes"])
+
+
+def test_bigram_buckets_are_scikit_learns_tfidf_over_tokens_and_hashed_pairs_and_export_exactly(tmp_path):
+    sklearn_text = pytest.importorskip("sklearn.feature_extraction.text", reason="scikit-learn (the dev extra)")
+    buckets = 13
+    model = bag_model(bag_bigram_buckets=buckets)
+    bag = model.token_bag
+    assert bag.weight.shape == (3, VOCAB + buckets) and bag.idf.shape == (VOCAB + buckets,)
+    generator = torch.Generator().manual_seed(2)
+    train = [torch.randint(1, VOCAB, (int(n),), generator=generator).tolist() for n in torch.randint(1, 30, (25,))]
+
+    def columns(row: list[int]) -> list[str]:  # written out independently of the model's tensor code
+        pairs = [VOCAB + (a * bag.BIGRAM_HASH_MULTIPLIER + b) % buckets for a, b in zip(row, row[1:])]
+        return [str(i) for i in row + pairs]
+
+    counts, rows = document_frequencies(train, VOCAB + buckets, bag.row_features)
+    bag.set_idf(torch.from_numpy(counts), rows)
+    vectorizer = sklearn_text.TfidfVectorizer(analyzer=columns, sublinear_tf=True)
+    vectorizer.fit(train)
+    test = train[:4] + [[3, 9, 3, 9, 3]]
+    expected = np.zeros((len(test), VOCAB + buckets))
+    sparse = vectorizer.transform(test)
+    for name, column in vectorizer.vocabulary_.items():
+        expected[:, int(name)] = sparse[:, column].toarray().ravel()
+    width = max(map(len, test))
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in test])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in test])
+    np.testing.assert_allclose(bag.bag(ids, mask).numpy(), expected, atol=1e-6)
+    # a pair never spans padding: the same text left-padded gives the same bag
+    left = torch.tensor([[0] * (width - len(row)) + row for row in test])
+    np.testing.assert_allclose(bag.bag(left, mask.flip(1)).numpy(), expected, atol=1e-6)
+
+    pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed (pip install 'hf-gru[onnx]')")
+    from hf_gru.backends import onnx_session
+    from hf_gru.export import export_graph
+
+    session = onnx_session(export_graph(model, tmp_path / "model.onnx", opset=17))
+    batches = ((ids, mask), (left, mask.flip(1)), (ids[:, :1], mask[:, :1]), (ids[:, :0], mask[:, :0]))
+    for batch_ids, batch_mask in batches:
+        with torch.inference_mode():
+            expected_logits = model(input_ids=batch_ids, attention_mask=batch_mask).logits.numpy()
+        got = session.run(["logits"], {"input_ids": batch_ids.numpy(), "attention_mask": batch_mask.numpy()})[0]
+        assert np.abs(got - expected_logits).max() <= 1e-4
+    with pytest.raises(ValueError, match="bag_bigram_buckets"):
+        GRUConfig(vocab_size=VOCAB, bag_of_tokens=True, bag_bigram_buckets=-1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +133,16 @@ def should_prune(setting: str, vocabulary_rows: int) -> bool:
     return setting == "yes" or (setting == "auto" and vocabulary_rows > PRUNE_ABOVE_ROWS)
 
 
-def document_frequencies(rows: Iterable[Sequence[int]], vocab_size: int) -> tuple[np.ndarray, int]:
-    """How many rows hold each token id at least once, and the number of rows: the TF-IDF bag's idf
-    (`GRUConfig.bag_of_tokens`) is computed from these over the training texts."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
+def document_frequencies(
+    rows: Iterable[Sequence[int]], num_columns: int, features: Callable[[Sequence[int]], Any] | None = None
+) -> tuple[np.ndarray, int]:
+    """How many rows hold each column at least once, and the number of rows: the TF-IDF bag's idf
+    (`GRUConfig.bag_of_tokens`) is computed from these over the training texts. A row's columns are its token ids,
+    or what `features` maps its ids to (the bag's hashed token pairs beside them)."""
+    counts = np.zeros(num_columns, dtype=np.int64)
     num_rows = 0
     for row in rows:
-        counts[np.unique(np.asarray(row, dtype=np.int64))] += 1
+        columns = np.asarray(row if features is None else features(row), dtype=np.int64)
+        counts[np.unique(columns)] += 1
         num_rows += 1
     return counts, num_rows
