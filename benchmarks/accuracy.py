@@ -343,6 +343,7 @@ SMALL_SETS = ("sst2", "mr", "sst5", "trec")
 LABELS = {"fasttext": "fastText", "model2vec": "Model2Vec", "tfidf_lr": "TF-IDF + LR"}
 ROW_ORDER = (
     "hf_gru",
+    "hf_gru_bag_bigrams",
     "hf_gru_from_scratch",
     "hf_gru_minilm_embeddings",
     "hf_gru_distilled",
@@ -369,12 +370,13 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
     """The table's name for a result, with what it was trained on where that is not the whole training split."""
     runs = entry.get("runs")
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
-    if key in ("hf_gru", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
+    if key in ("hf_gru", "hf_gru_bag_bigrams", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
         start = str(entry.get("start", "")).split(" (")[0].split("/")[-1]
         start += ", 4-bit offline stand-in" if "4-bit" in str(entry.get("start")) else ""
         pruned = entry.get("vocabulary_pruned_to")
         start += f", vocabulary pruned to {pruned:,}" if pruned else ""
         base = {"hf_gru": f"hf_gru `{entry.get('preset', 'base')}` default (start: {start or '?'})",
+                "hf_gru_bag_bigrams": f"hf_gru `{entry.get('preset', 'base')}` `{entry.get('extra_args')}`",
                 "hf_gru_from_scratch": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
                 "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",
                 "hf_gru_distilled": "hf_gru distilled from the MiniLM teacher"}[key]  # fmt: skip
