@@ -282,8 +282,7 @@ class GRUForSequenceClassification(GRUPreTrainedModel):
         self.classifier = nn.Linear(config.pooled_size, config.num_labels)
         self.token_bag = None
         if config.bag_of_tokens:
-            buckets = getattr(config, "bag_bigram_buckets", 0)
-            self.token_bag = TokenBagClassifier(config.vocab_size, config.num_labels, buckets)
+            self.token_bag = TokenBagClassifier(config.vocab_size, config.num_labels, config.bag_bigram_buckets)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
