@@ -129,13 +129,21 @@ def run_training(
 def finish_trainer_run(
     run: Run, trainer: GRUTrainer, metrics: dict[str, float], predictions: tuple | None, **summary_fields
 ) -> RunOutcome:
-    """`finish_run` with what a `Trainer` holds: its (best) model, log and process rank."""
+    """`finish_run` with what a `Trainer` holds: its (best) model, log and process rank.
+
+    Every process has saved by now and rank 0 alone writes the rest, so the process group closes here, as the
+    accelerate loop's does: a worker that exits with a gloo group still open can abort in its C++ teardown
+    ("terminate called without an active exception") and fail the whole launch.
+    """
+    is_main_process = trainer.is_world_process_zero()
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return finish_run(
         run,
         model=trainer.model,
         metrics=metrics,
         log_history=trainer.state.log_history,
         predictions=predictions,
-        is_main_process=trainer.is_world_process_zero(),
+        is_main_process=is_main_process,
         summary_fields=summary_fields or None,
     )
