@@ -366,8 +366,12 @@ def all_systems(name: str) -> dict[str, Any]:
     return systems
 
 
-def system_label(key: str, entry: dict[str, Any]) -> str:
-    """The table's name for a result, with what it was trained on where that is not the whole training split."""
+def system_label(key: str, entry: dict[str, Any], teacher: str | None = None) -> str:
+    """The table's name for a result, with what it was trained on where that is not the whole training split.
+
+    `teacher`: the set's fine-tuned teacher's base model, as its row records it (MiniLM where none is recorded).
+    """
+    teacher_name = (teacher or ENGLISH_ENCODER).split(",")[0].split("/")[-1]
     runs = entry.get("runs")
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
     if key in ("hf_gru", "hf_gru_bag_bigrams", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
@@ -379,7 +383,7 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
                 "hf_gru_bag_bigrams": f"hf_gru `{entry.get('preset', 'base')}` `{entry.get('extra_args')}`",
                 "hf_gru_from_scratch": f"hf_gru `{entry.get('preset', 'base')}` from scratch",
                 "hf_gru_minilm_embeddings": "hf_gru, MiniLM embeddings (no teacher)",
-                "hf_gru_distilled": "hf_gru distilled from the MiniLM teacher"}[key]  # fmt: skip
+                "hf_gru_distilled": f"hf_gru distilled from the {teacher_name} teacher"}[key]  # fmt: skip
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
         subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
         subset += f", {entry['loss']} loss" if entry.get("loss") else ""
@@ -393,7 +397,7 @@ def system_label(key: str, entry: dict[str, Any]) -> str:
         subset += f"; {entry['machine']['cpu']}, {entry['machine']['date']}" if entry.get("machine") else ""
         return f"{base} ({seeds}{subset})"
     if key == "minilm_teacher":
-        return f"MiniLM-L6 teacher, fine-tuned on {entry.get('train_samples', '?')} train"
+        return f"{teacher_name} teacher, fine-tuned on {entry.get('train_samples', '?')} train"
     if key == "minilm":
         return (
             f"MiniLM-L6 ({entry['train_samples']}/{entry['train_samples_available']} train, "
@@ -418,7 +422,7 @@ def result_rows(names: list[str]) -> list[list[Any]]:
             f1 = f1.get("mean") if isinstance(f1, dict) else f1
             seconds = entry.get("seconds_per_run", entry.get("seconds"))
             rows.append([
-                name, system_label(key, entry),
+                name, system_label(key, entry, (systems.get("minilm_teacher") or {}).get("base_model")),
                 percent(mean_accuracy(entry)) + (f" ± {percent(spread)}" if spread else ""),
                 percent(f1), millions(entry.get("parameters")), number(seconds),
             ])  # fmt: skip
