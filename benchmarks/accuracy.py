@@ -308,12 +308,22 @@ def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[s
     return result
 
 
+def earlier_rows(previous: dict[str, Any]) -> dict[str, Any]:
+    """A results file's rows, each stamped with the machine and date it was measured on (the file's header is
+    rewritten by every run, so a row that does not carry its own would take the new run's)."""
+    measured_on = previous.get("machine")
+    return {
+        key: {"machine": measured_on, **entry} if measured_on and "machine" not in entry else entry
+        for key, entry in previous.get("systems", {}).items()
+    }
+
+
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     dataset_dir = args.data_dir / name
     if not dataset_dir.is_dir():
         raise SystemExit(f"{dataset_dir} does not exist: --data-dir must hold the dataset folders ({name})")
     previous = read_json(f"accuracy_{name}.json") or {}
-    systems = dict(previous.get("systems", {}))  # a run of some systems keeps the others' earlier results
+    systems = earlier_rows(previous)  # a run of some systems keeps the others' earlier results
     payload = {"dataset": name, "machine": machine(), "systems": systems}
     runners = {
         "hf_gru": lambda: run_hf_gru(dataset_dir, name, args),
