@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -397,6 +398,9 @@ def system_label(key: str, entry: dict[str, Any], teacher: str | None = None) ->
         subset = f", {entry['train_samples']} train" if entry.get("max_train_samples") else ""
         subset += f", ≤ {entry['max_epochs']:g} epochs" if entry.get("max_epochs") else ""
         subset += f", {entry['loss']} loss" if entry.get("loss") else ""
+        if key == "hf_gru_distilled":  # its other options (the loss is named above)
+            options = re.sub(r"--distillation_loss \S+", "", entry.get("extra_args") or "").split()
+            subset += f", `{' '.join(options)}`" if options else ""
         architecture = entry.get("architecture") or {}
         if "chunk_size" not in architecture:
             subset += ", first 256 tokens: before whole-document reading"
