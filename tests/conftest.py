@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real benchmark data lives, and a skip when it is absent."""
+"""Shared fixtures: where the real benchmark data lives (a skip when it is absent), one intra-op thread."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures.hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible server)
 
 from hf_gru import run_directory
@@ -50,3 +51,13 @@ def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory):
     datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
     yield
     datasets.config.HF_DATASETS_CACHE = saved
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, then the count it had. On a loaded 2-core machine two OpenMP threads make a
+    small GRU ~100x slower, and a multi-threaded matmul may split (and round) the sums of each shape differently."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -47,15 +47,6 @@ QUESTIONS = ["How many miles is it from London to Paris ?", "Who wrote Hamlet ?"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine two OpenMP threads make a small GRU ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cpu_env() -> dict[str, str]:
     # CPU processes even where a GPU exists (two processes cannot share one GPU's NCCL rank), one thread each.
     return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -58,21 +58,16 @@ def test_a_text_reads_the_same_alone_or_in_any_batch(bidirectional, num_layers):
                 assert torch.allclose(batched[row], alone, atol=1e-5), (side, row)
 
 
-def test_a_text_within_one_window_reads_exactly_as_without_windows():
+def test_a_text_within_one_window_reads_exactly_as_without_windows(one_thread):
     windowed = long_model(chunk_size=6)
     whole = long_model(chunk_size=None)
     whole.load_state_dict(windowed.state_dict())
     ids, mask = mixed_batch(lengths=(23, 0, 1, 5, 6))
-    # One thread: the two batches have other shapes, and a multi-threaded matmul may split (and round) each shape's
-    # sums differently; bit-equality is a property of the computation, not of the thread split.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            a = windowed(input_ids=ids, attention_mask=mask).logits
-            b = whole(input_ids=ids, attention_mask=mask).logits
-    finally:
-        torch.set_num_threads(threads)
+    # One thread (`one_thread`): the two batches have other shapes; bit-equality is a property of the computation,
+    # not of how a multi-threaded matmul splits each shape's sums.
+    with torch.inference_mode():
+        a = windowed(input_ids=ids, attention_mask=mask).logits
+        b = whole(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(a[1:], b[1:])  # texts of at most 6 tokens: the same computation
     assert not torch.allclose(a[0], b[0])  # 23 tokens: four windows, each starting from a zero state
 
