@@ -115,6 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gru-args", default="", help="extra `hf-gru train` options, e.g. '--learning_rate 1e-3'")
     parser.add_argument("--distill-args", default="", help="extra `hf-gru distill` options for hf_gru_distilled")
     parser.add_argument(
+        "--teacher-base", default=None,
+        help="hf_gru_distilled: the encoder fine-tuned as the teacher (default: the start's encoder for the texts' "
+        "language). Another one keeps its teacher in results/models/teachers/<set>-<name> and its rows as "
+        "hf_gru_distilled_<name> and <name>_teacher, beside the default teacher's",
+    )  # fmt: skip
+    parser.add_argument(
         "--record-as", default=None, help="store the (single) hf_gru system's rows under this key (an option's variant)"
     )
     parser.add_argument("--minilm-train-samples", type=int, default=4000, help="MiniLM training subset (CPU budget)")
@@ -156,15 +162,20 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
       the set has its own validation split, later seeds train on the first seed's labelled transfer set
       (`--augment_seed 42 --reuse_teacher_logits`), so a seed varies the student's initialisation and batch order;
       elsewhere the seed also changes the carved validation split, so each seed draws and labels its own. The
-      teacher's own test results are returned as `minilm_teacher`.
+      teacher's own test results are returned as `minilm_teacher`. `--teacher-base` names another teacher: it is
+      kept in teachers/<set>-<name> and its rows are `hf_gru_distilled_<name>` and `<name>_teacher`.
     """
     from library import run_command
 
     runs, trained, teacher = [], {}, {}
     chinese = is_chinese(load_splits(dataset_dir)[0]["train"].texts)
-    teacher_base = MULTILINGUAL_ENCODER if chinese else ENGLISH_ENCODER  # the default start's encoder, fine-tuned
+    default_teacher = MULTILINGUAL_ENCODER if chinese else ENGLISH_ENCODER  # the default start's encoder
+    teacher_base = args.teacher_base or default_teacher
+    other_teacher = variant == "hf_gru_distilled" and teacher_base != default_teacher
+    tag = teacher_base.rstrip("/").split("/")[-1]
+    folder = f"{name}-{tag}" if other_teacher else name  # the default teacher's folders stay where speed.py reads them
     own_validation = any(dataset_dir.glob("validation.*"))  # else each seed carves its own from train
-    kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / name
+    kept = MODELS_DIR / ("distilled" if variant == "hf_gru_distilled" else "hf_gru") / folder
     for index in range(args.seeds):
         seed = 42 + index
         keep = index == 0 and variant in ("hf_gru", "hf_gru_distilled") and not args.record_as
@@ -176,7 +187,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
             extra += ["--init_embeddings", ENGLISH_ENCODER]
         if variant == "hf_gru_from_scratch":
             extra += ["--init_embeddings", "none"]
-        teacher_dir = TEACHERS_DIR / name
+        teacher_dir = TEACHERS_DIR / folder
         fine_tune = not (teacher_dir / "all_results.json").is_file()
         if variant == "hf_gru_distilled":
             extra += ["--teacher_base", teacher_base] if fine_tune else ["--teacher", str(teacher_dir)]
@@ -220,7 +231,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
     result = {
         "preset": "student (distill default)" if distilling else args.preset,
         "extra_args": " ".join(filter(None, [args.gru_args, args.distill_args if distilling else ""])),
-        **({"loss": distillation_loss_of(args.distill_args)} if distilling else {}),
+        **({"loss": distillation_loss_of(args.distill_args), "teacher_base": teacher_base} if distilling else {}),
         "max_train_samples": args.gru_max_train_samples,
         "max_epochs": args.gru_epochs,
         "start": trained["results"].get("init_embeddings", "none (trained from scratch)"),
@@ -234,7 +245,9 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
         "seconds_per_run": round(statistics.fmean(r["seconds"] for r in runs), 1),
         "train_samples": runs[0]["train_samples"],
     }
-    return {args.record_as or variant: result, **({"minilm_teacher": teacher} if teacher else {})}
+    key = args.record_as or (f"hf_gru_distilled_{tag}" if other_teacher else variant)
+    teacher_key = f"{tag}_teacher" if other_teacher else "minilm_teacher"
+    return {key: result, **({teacher_key: teacher} if teacher else {})}
 
 
 def run_minilm(dataset_dir: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -364,6 +377,15 @@ ROW_ORDER = (
 )
 
 
+def row_keys(systems: dict[str, Any]) -> list[str]:
+    """The keys of a set's rows in table order: ROW_ORDER, with the rows of other teachers (`--teacher-base`) and
+    their students after the default teacher's."""
+    others = sorted(k for k, entry in systems.items() if k not in ROW_ORDER and (k.endswith("_teacher") or (
+        k.startswith("hf_gru_distilled_") and "teacher_base" in entry)))  # fmt: skip
+    at = ROW_ORDER.index("minilm_teacher") + 1
+    return [*ROW_ORDER[:at], *others, *ROW_ORDER[at:]]
+
+
 def mean_accuracy(entry: dict[str, Any] | None) -> float | None:
     """A system's test accuracy (a fraction): a number, or the mean over seeds."""
     value = (entry or {}).get("accuracy")
@@ -382,7 +404,12 @@ def system_label(key: str, entry: dict[str, Any], teacher: str | None = None) ->
 
     `teacher`: the set's fine-tuned teacher's base model, as its row records it (MiniLM where none is recorded).
     """
+    teacher = entry.get("teacher_base") or entry.get("base_model") or teacher  # a row's own teacher comes first
     teacher_name = (teacher or ENGLISH_ENCODER).split(",")[0].split("/")[-1]
+    if key.startswith("hf_gru_distilled_") and "teacher_base" in entry:  # another teacher's student (--teacher-base)
+        key = "hf_gru_distilled"
+    elif key.endswith("_teacher"):
+        key = "minilm_teacher"
     runs = entry.get("runs")
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}" if runs else ""
     if key in ("hf_gru", "hf_gru_bag_bigrams", "hf_gru_from_scratch", "hf_gru_minilm_embeddings", "hf_gru_distilled"):
@@ -427,7 +454,7 @@ def result_rows(names: list[str]) -> list[list[Any]]:
     rows = []
     for name in names:
         systems = all_systems(name)
-        for key in ROW_ORDER:
+        for key in row_keys(systems):
             entry = systems.get(key)
             if not entry or mean_accuracy(entry) is None:
                 continue
