@@ -117,8 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--teacher-base", default=None,
         help="hf_gru_distilled: the encoder fine-tuned as the teacher (default: the start's encoder for the texts' "
-        "language). Another one keeps its teacher in results/models/teachers/<set>-<name> and its rows as "
-        "hf_gru_distilled_<name> and <name>_teacher, beside the default teacher's",
+        "language). A named one keeps its teacher in results/models/teachers/<set>-<name> and its rows as "
+        "hf_gru_distilled_<name> and <name>_teacher, beside the default teacher's (e.g. the same encoder under "
+        "other --distill-args, to compare teachers on equal terms)",
     )  # fmt: skip
     parser.add_argument(
         "--record-as", default=None, help="store the (single) hf_gru system's rows under this key (an option's variant)"
@@ -162,7 +163,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
       the set has its own validation split, later seeds train on the first seed's labelled transfer set
       (`--augment_seed 42 --reuse_teacher_logits`), so a seed varies the student's initialisation and batch order;
       elsewhere the seed also changes the carved validation split, so each seed draws and labels its own. The
-      teacher's own test results are returned as `minilm_teacher`. `--teacher-base` names another teacher: it is
+      teacher's own test results are returned as `minilm_teacher`. `--teacher-base` names a teacher to keep apart: it is
       kept in teachers/<set>-<name> and its rows are `hf_gru_distilled_<name>` and `<name>_teacher`.
     """
     from library import run_command
@@ -171,7 +172,7 @@ def run_hf_gru(dataset_dir: Path, name: str, args: argparse.Namespace, variant: 
     chinese = is_chinese(load_splits(dataset_dir)[0]["train"].texts)
     default_teacher = MULTILINGUAL_ENCODER if chinese else ENGLISH_ENCODER  # the default start's encoder
     teacher_base = args.teacher_base or default_teacher
-    other_teacher = variant == "hf_gru_distilled" and teacher_base != default_teacher
+    other_teacher = variant == "hf_gru_distilled" and args.teacher_base is not None  # named: kept apart
     tag = teacher_base.rstrip("/").split("/")[-1]
     folder = f"{name}-{tag}" if other_teacher else name  # the default teacher's folders stay where speed.py reads them
     own_validation = any(dataset_dir.glob("validation.*"))  # else each seed carves its own from train
