@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,22 @@ class Prediction:
     text: str
     label: str | None
     score: float | None
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (JSON's "\\ud800", which Python and JavaScript both send, and the tokenizer
+    refuses) replaced by U+FFFD, as decoding with errors="replace" does for an undecodable byte. A str from valid
+    UTF-8 holds none: the check is one encode, done only for non-ASCII text."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def check_positive(value: int | None, option: str) -> int | None:
@@ -415,6 +432,16 @@ def resolve_backend(model_dir: str | Path, backend: str | None = None, device: s
     return "onnx"
 
 
+def _damaged_export(error: Exception, graph: Path, model_dir: Path, refuse: bool) -> None:
+    """An export ONNX Runtime cannot load (truncated, corrupt): one line when onnx was asked for or no weights can
+    stand in (ValueError: the CLI's exit 2), else a warning before the torch backend serves, as for a stale one."""
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    damaged = f"ONNX Runtime cannot load {graph} ({first}): the file is damaged or truncated"
+    if refuse:
+        raise ValueError(f"{damaged}; re-run `hf-gru export --model {model_dir}`, or use --backend torch") from None
+    logger.warning("%s: using the torch backend; re-run `hf-gru export --model %s` to use it", damaged, model_dir)
+
+
 def load_backend(
     model_dir: str | Path,
     *,
@@ -441,6 +468,7 @@ def load_backend(
             f"{model_dir} is not a saved model: {CONFIG_FILE} is missing. Pass the --output_dir of `hf-gru train` "
             "(or any directory written by save_pretrained)."
         )
+    asked = backend
     backend = resolve_backend(model_dir, backend, device)
     if backend == "onnx":
         import_onnxruntime()  # the install hint, before anything else
@@ -453,8 +481,15 @@ def load_backend(
             raise ValueError(f"no ONNX export at {graph}; run `hf-gru export --model {model_dir}{flag}` first")
         config = AutoConfig.from_pretrained(folder)  # hf_gru registers its model type: no remote code runs
         tokenizer = load_tokenizer(str(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else model_dir))
-        logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
-        return OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
+        try:
+            classifier: Classifier = OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
+        except Exception as error:
+            if not (isinstance(error, OSError) or type(error).__module__.startswith("onnxruntime")):
+                raise
+            _damaged_export(error, graph, model_dir, refuse=asked == "onnx" or not (model_dir / WEIGHTS_FILE).is_file())
+        else:
+            logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
+            return classifier
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_classifier(model_dir, device=device)
