@@ -199,7 +199,11 @@ class Classifier(ABC):
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
-        return self.batch_encoder([clip_text(text, self.tokenizer, self.max_length) for text in texts])
+        return self.batch_encoder(self.clipped(texts))
+
+    def clipped(self, texts: list[str]) -> list[str]:
+        """Texts as the tokenizer gets them: lone surrogates replaced (it refuses them), long ones clipped."""
+        return [clip_text(replace_lone_surrogates(text), self.tokenizer, self.max_length) for text in texts]
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Logits of one batch, as given (no sorting): what a service calls per request."""
@@ -226,7 +230,7 @@ class Classifier(ABC):
                 if len(running) >= self.concurrent_batches:
                     done, future = running.popleft()
                     logits[done] = future.result()
-                clipped = [clip_text(texts[i], self.tokenizer, self.max_length) for i in index]
+                clipped = self.clipped([texts[i] for i in index])
                 if self.batch_encoder.thread_safe:
                     running.append((index, pool.submit(self._run_clipped, clipped)))
                 else:
@@ -317,7 +321,7 @@ class OnnxClassifier(Classifier):
         parts = self.parts_for(len(texts))
         if parts <= 1 or not self.batch_encoder.thread_safe:
             return super().logits(texts)
-        clipped = [clip_text(text, self.tokenizer, self.max_length) for text in texts]
+        clipped = self.clipped(texts)
         groups = np.array_split(np.argsort([len(text) for text in clipped], kind="stable"), parts)
         futures = [self._pool().submit(self._run_clipped, [clipped[i] for i in rows]) for rows in groups]
         return self._gather(groups, futures, len(texts))
