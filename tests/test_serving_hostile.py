@@ -477,7 +477,7 @@ def test_sigterm_with_stalled_clients_answers_them_503_drains_work_and_exits_0_w
         wait_for(lambda: metrics(server.base)["hf_gru_reading"] >= 20)
         working = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         working.sendall(raw_request("POST", "/predict", b'{"inputs": ["good", "bad"]}'))
-        time.sleep(0.3)  # its batch is running (each takes a second)
+        wait_for(lambda: metrics(server.base)["hf_gru_in_flight"] >= 1)  # queued: its batch takes a second
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(graceful + 1) == 0
         answers = [read_response(sock) for sock in stalled]
