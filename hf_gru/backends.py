@@ -63,16 +63,11 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def replace_lone_surrogates(text: str) -> str:
-    """`text` with each lone surrogate (JSON's "\\ud800", which Python and JavaScript both send, and the tokenizer
-    refuses) replaced by U+FFFD, as decoding with errors="replace" does for an undecodable byte. A str from valid
-    UTF-8 holds none: the check is one encode, done only for non-ASCII text."""
-    if text.isascii():
+    """`text` with each lone surrogate (JSON's "\\ud800", which the tokenizer refuses) replaced by U+FFFD, as decoding
+    with errors="replace" does for an undecodable byte. Only a non-ASCII text that is not valid UTF-8 is searched."""
+    if text.isascii() or text.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == text:
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return LONE_SURROGATE.sub("\ufffd", text)
-    return text
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def check_positive(value: int | None, option: str) -> int | None:
@@ -487,13 +482,12 @@ def load_backend(
         tokenizer = load_tokenizer(str(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else model_dir))
         try:
             classifier: Classifier = OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
-        except Exception as error:
+            logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
+            return classifier
+        except Exception as error:  # ONNX Runtime's errors share no base class but their module
             if not (isinstance(error, OSError) or type(error).__module__.startswith("onnxruntime")):
                 raise
             _damaged_export(error, graph, model_dir, refuse=asked == "onnx" or not (model_dir / WEIGHTS_FILE).is_file())
-        else:
-            logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
-            return classifier
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_classifier(model_dir, device=device)

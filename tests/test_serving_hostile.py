@@ -61,10 +61,7 @@ class Server:
     process: subprocess.Popen
     base: str
     port: int
-    log: Path
-
-    def stderr(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+    log: Path  # its stderr
 
 
 def start(model: Path, log: Path, *options: str, prelude: str = "") -> Server:
@@ -87,7 +84,7 @@ def stop(server: Server) -> int:
     try:
         return server.process.wait(60)
     finally:
-        server.process.kill()
+        server.process.kill()  # a no-op once it has exited
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +92,7 @@ def shared(model_dir, tmp_path_factory) -> Iterator[Server]:
     """One server (ONNX) for the tests that leave it serving, with short timeouts."""
     server = start(model_dir, tmp_path_factory.mktemp("logs") / "serve.log", *SHARED_OPTIONS)
     yield server
-    assert stop(server) == 0, server.stderr()[-3000:]
+    assert stop(server) == 0, server.log.read_text(errors="replace")[-3000:]
 
 
 def metrics(base: str) -> dict[str, float]:
@@ -104,18 +101,12 @@ def metrics(base: str) -> dict[str, float]:
     return {key: float(value) for key, value in re.findall(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", text, re.M)}
 
 
-def outcomes(values: dict[str, float]) -> float:
-    return sum(v for k, v in values.items() if k.startswith("hf_gru_request_outcome{"))
-
-
 def request(port: int, method: str, path: str, body: bytes = b"", headers: str = "", timeout: float = 30) -> tuple:
     """(status, JSON body or raw bytes) of one request on its own connection, read until the server closes it or the
     response is whole; (None, b"") when the server closed or reset the connection without an answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
+        with contextlib.suppress(OSError):  # refused while sending: read what it said, if anything
             sock.sendall(raw_request(method, path, body, headers))
-        except OSError:
-            pass  # refused while sending: read what it said, if anything
         return read_response(sock)
 
 
@@ -125,14 +116,11 @@ def raw_request(method: str, path: str, body: bytes = b"", headers: str = "") ->
 
 def read_response(sock: socket.socket) -> tuple:
     data = b""
-    try:
+    with contextlib.suppress(OSError):
         while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
-            chunk = sock.recv(65536)
-            if not chunk:
+            if not (chunk := sock.recv(65536)):
                 break
             data += chunk
-    except OSError:
-        pass
     if not data.startswith(b"HTTP/1.1 "):
         return None, b""
     status, body = int(data[9:12]), data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
@@ -160,9 +148,9 @@ def predict_body(inputs, **fields) -> bytes:
 
 def wait_for(condition, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert condition(), "timed out waiting"
 
 
 # ------------------------------------------------------------------------------------ one bad text, many clients
@@ -447,12 +435,12 @@ def test_after_a_scripted_mix_of_requests_the_metrics_outcomes_sum_to_their_coun
 
     after = metrics(shared.base)
     assert after["hf_gru_request_count"] - before["hf_gru_request_count"] == sent
-    assert outcomes(after) - outcomes(before) == sent
+    assert sum(after[k] - before.get(k, 0) for k in after if k.startswith("hf_gru_request_outcome{")) == sent
     delta = {k: after[k] - before.get(k, 0) for k in after if k.startswith("hf_gru_request_outcome")}
     assert delta['hf_gru_request_outcome{outcome="success"}'] == 5
     assert delta['hf_gru_request_outcome{outcome="dropped"}'] == 1
     assert delta['hf_gru_request_outcome{outcome="client_error"}'] == sent - 6
-    log = shared.stderr()
+    log = shared.log.read_text(errors="replace")
     assert "Traceback" not in log
     assert len(re.findall(r"INFO .*the client disconnected before its answer", log)) >= 1
 
@@ -484,7 +472,7 @@ def test_sigterm_with_stalled_clients_answers_them_503_drains_work_and_exits_0_w
         assert all(status == 503 and body["error_type"] == "unhealthy" for status, body in answers)
         status, body = read_response(working)
         assert status == 200 and len(body) == 2  # real work drained
-        assert "Traceback" not in server.stderr()
+        assert "Traceback" not in server.log.read_text(errors="replace")
     finally:
         for sock in stalled:
             sock.close()
@@ -504,7 +492,7 @@ def test_a_truncated_model_onnx_is_one_line_and_exit_2_or_a_torch_fallback_with_
     server = start(damaged, tmp_path / "serve.log")  # no --backend: the torch weights serve, with a warning
     try:
         assert httpx.get(f"{server.base}/info", timeout=30).json()["backend"] == "torch"
-        warnings = [line for line in server.stderr().splitlines() if "ONNX Runtime cannot load" in line]
+        warnings = [line for line in server.log.read_text().splitlines() if "ONNX Runtime cannot load" in line]
         assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "using the torch backend" in warnings[0]
         assert httpx.post(f"{server.base}/predict", json={"inputs": "fine"}, timeout=30).status_code == 200
     finally:
