@@ -14,6 +14,8 @@ Nothing here asserts a timing: the acceptance ratios are computed and reported, 
     python benchmarks/serve_load.py            # the full run (~10 min); results/serve_load.json, BENCHMARKS.md section
     python benchmarks/serve_load.py --smoke    # seconds per load, nothing written
     python benchmarks/serve_load.py --student DIR   # another student (default: trains one, 1 epoch, if missing)
+    python benchmarks/serve_load.py --baseline-tree /tmp/serve-baseline   # and the server of another checkout
+    python benchmarks/serve_load.py --systems batching_on,baseline ...    # only these servers; nothing written
 """
 
 from __future__ import annotations
@@ -116,11 +118,11 @@ def naive_server(model: str) -> int:
     return 0
 
 
-def start(command: list[str]) -> tuple[subprocess.Popen, str]:
-    """A server process and its base URL, once `/health` answers."""
+def start(command: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """A server process (with `env` added to this one's) and its base URL, once `/health` answers."""
     import httpx
 
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), **(env or {})}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = process.stdout.readline()
     found = re.search(r"on (http://\S+) ", line)
@@ -303,18 +305,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     minilm = ensure_minilm()
     here = [sys.executable, str(Path(__file__).resolve())]
     serve = [sys.executable, "-m", "hf_gru.cli", "serve", "--model", str(args.student), "--port", "0"]
-    systems = {
-        "batching_on": ("hf-gru serve, batching on", serve),
-        "batching_off": ("hf-gru serve, batching off (--max-batch-texts 1)", [*serve, "--max-batch-texts", "1"]),
-        "naive_student": ("FastAPI + pipeline, same student (torch)", [*here, "naive-server", str(args.student)]),
-        "naive_minilm": (f"FastAPI + pipeline, MiniLM-L6 ({minilm['kind']})", [*here, "naive-server", minilm["path"]]),
-    }
+    systems: dict[str, tuple[str, list[str], dict[str, str]]] = {}
+    if args.baseline_tree:  # measured just before this tree's server, on the same loads
+        tree = args.baseline_tree.resolve()
+        commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip() or tree.name  # fmt: skip
+        systems["baseline"] = (f"previous hf-gru serve ({commit}), batching on", serve, {"PYTHONPATH": str(tree)})
+    systems.update({
+        "batching_on": ("hf-gru serve, batching on", serve, {}),
+        "batching_off": ("hf-gru serve, batching off (--max-batch-texts 1)", [*serve, "--max-batch-texts", "1"], {}),
+        "naive_student": ("FastAPI + pipeline, same student (torch)", [*here, "naive-server", str(args.student)], {}),
+        "naive_minilm": (f"FastAPI + pipeline, MiniLM-L6 ({minilm['kind']})", [*here, "naive-server", minilm["path"]],
+                         {}),
+    })  # fmt: skip
+    if args.systems:
+        unknown = set(args.systems) - set(systems)
+        if unknown:
+            raise SystemExit(f"--systems: unknown {sorted(unknown)}; choose from {', '.join(systems)}")
+        systems = {key: value for key, value in systems.items() if key in args.systems}
     log("offline: hf-gru predict's path on the same texts")
     offline = offline_throughput(args.student, texts, rounds=1 if args.smoke else 5)
     log(f"  {offline['texts_per_second']:,.0f} texts/s")
     rows = []
-    for key, (name, command) in systems.items():
-        process, base = start(command)
+    for key, (name, command, env) in systems.items():
+        process, base = start(command, env)
         log(f"{name}: {base}")
         try:
             for load, size, concurrency in LOADS:
@@ -334,34 +348,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def acceptance(rows: list[dict], offline: dict) -> list[dict[str, Any]]:
-    """The issue's bars, computed from this run (reported met or not, never asserted)."""
+    """The issues' bars, computed from this run for the servers it measured (reported met or not, never asserted)."""
     at = {(r["system"], r["load"], r.get("concurrency")): r for r in rows}
+    ran = {r["system"] for r in rows}
 
     def tps(system: str, load: str, c: int) -> float:
         return at[system, load, c]["texts_per_second"]
 
-    bars = [
-        (
-            "c64 single-text: batching on / batching off",
-            tps("batching_on", "single", 64) / tps("batching_off", "single", 64),
-            3.0,
-            ">=",
-        ),  # noqa: E501
-        (
-            "c64 single-text: batching on / naive MiniLM server",
-            tps("batching_on", "single", 64) / tps("naive_minilm", "single", 64),
-            10.0,
-            ">=",
-        ),  # noqa: E501
-        ("c64 single-text: batching on p99 latency (ms)", at["batching_on", "single", 64]["p99_ms"], 100.0, "<="),
-    ]
-    on, off = at["batching_on", "single", 64], at["batching_off", "single", 64]
-    if on["texts_per_second"] and off["texts_per_second"]:  # the first bar on the server's own CPU time per text
-        saved = (off["server_cpu_cores"] / off["texts_per_second"]) / (on["server_cpu_cores"] / on["texts_per_second"])
-        bars.append(("c64 single-text: server CPU per text, batching off / batching on", saved, 3.0, ">="))
-    for c in CONCURRENCY:
-        bars.append((f"c{c} 32-text requests: server / hf-gru predict offline",
-                     tps("batching_on", "batch32", c) / offline["texts_per_second"], 0.6, ">="))  # fmt: skip
+    bars = []
+    if {"batching_on", "batching_off"} <= ran:
+        bars.append(("c64 single-text: batching on / batching off",
+                     tps("batching_on", "single", 64) / tps("batching_off", "single", 64), 3.0, ">="))  # fmt: skip
+    if {"batching_on", "naive_minilm"} <= ran:
+        bars.append(("c64 single-text: batching on / naive MiniLM server",
+                     tps("batching_on", "single", 64) / tps("naive_minilm", "single", 64), 10.0, ">="))  # fmt: skip
+    if "batching_on" in ran:
+        bars.append(("c64 single-text: batching on p99 latency (ms)", at["batching_on", "single", 64]["p99_ms"], 100.0,
+                     "<="))  # fmt: skip
+    if {"batching_on", "batching_off"} <= ran:
+        on, off = at["batching_on", "single", 64], at["batching_off", "single", 64]
+        if on["texts_per_second"] and off["texts_per_second"]:  # the first bar on the server's own CPU time per text
+            saved = (off["server_cpu_cores"] / off["texts_per_second"]) / (
+                on["server_cpu_cores"] / on["texts_per_second"]
+            )
+            bars.append(("c64 single-text: server CPU per text, batching off / batching on", saved, 3.0, ">="))
+    if "batching_on" in ran:
+        for c in CONCURRENCY:
+            bars.append((f"c{c} 32-text requests: server / hf-gru predict offline",
+                         tps("batching_on", "batch32", c) / offline["texts_per_second"], 0.6, ">="))  # fmt: skip
+    if {"batching_on", "baseline"} <= ran:  # issue 39: its limits cost at most 10% of the previous server's throughput
+        for load, c, what in (("single", 64, "c64 single-text"), ("batch32", 8, "c8 32-text")):
+            bars.append((f"{what}: this server / the previous one (same run)",
+                         tps("batching_on", load, c) / tps("baseline", load, c), 0.9, ">="))  # fmt: skip
     errors = sum(r.get("errors", 0) + r.get("lost", 0) for r in rows if r["system"].startswith("batching"))
     bars.append(("errors + lost responses, hf-gru serve, all loads", errors, 0, "<="))
     return [{"bar": bar, "value": round(value, 2), "target": target, "op": op,
@@ -402,6 +420,15 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=4000, help="per single-text load (32-text: a tenth)")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="per load")
     parser.add_argument("--client-processes", type=int, default=2, help="load-generator processes (default: 2)")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. a worktree of main): its hf-gru serve is measured too, first",
+    )
+    parser.add_argument("--systems", type=lambda v: v.split(","), default=None,
+                        help="comma-separated servers to measure (baseline, batching_on, batching_off, naive_student, "
+                        "naive_minilm); nothing is written")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="2 s and 200 requests per load; nothing written")
     parser.add_argument("--report-only", action="store_true", help="redraw BENCHMARKS.md from results/serve_load.json")
     args = parser.parse_args()
@@ -413,7 +440,7 @@ def main() -> int:
     results = run(args)
     for bar in results["acceptance"]:
         log(f"{'met    ' if bar['met'] else 'NOT met'}  {bar['bar']}: {bar['value']} ({bar['op']} {bar['target']})")
-    if not args.smoke:
+    if not args.smoke and not args.systems:
         write_json("serve_load.json", results)
         report(results)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,17 @@ class Prediction:
     text: str
     label: str | None
     score: float | None
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (JSON's "\\ud800", which the tokenizer refuses) replaced by U+FFFD, as decoding
+    with errors="replace" does for an undecodable byte. Only a non-ASCII text that is not valid UTF-8 is searched."""
+    if text.isascii() or text.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == text:
+        return text
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def check_positive(value: int | None, option: str) -> int | None:
@@ -182,7 +194,11 @@ class Classifier(ABC):
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The tokenizer call training used: truncation at the model's length, padding to the longest text."""
-        return self.batch_encoder([clip_text(text, self.tokenizer, self.max_length) for text in texts])
+        return self.batch_encoder(self.clipped(texts))
+
+    def clipped(self, texts: list[str]) -> list[str]:
+        """Texts as the tokenizer gets them: lone surrogates replaced (it refuses them), long ones clipped."""
+        return [clip_text(replace_lone_surrogates(text), self.tokenizer, self.max_length) for text in texts]
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Logits of one batch, as given (no sorting): what a service calls per request."""
@@ -209,7 +225,7 @@ class Classifier(ABC):
                 if len(running) >= self.concurrent_batches:
                     done, future = running.popleft()
                     logits[done] = future.result()
-                clipped = [clip_text(texts[i], self.tokenizer, self.max_length) for i in index]
+                clipped = self.clipped([texts[i] for i in index])
                 if self.batch_encoder.thread_safe:
                     running.append((index, pool.submit(self._run_clipped, clipped)))
                 else:
@@ -300,7 +316,7 @@ class OnnxClassifier(Classifier):
         parts = self.parts_for(len(texts))
         if parts <= 1 or not self.batch_encoder.thread_safe:
             return super().logits(texts)
-        clipped = [clip_text(text, self.tokenizer, self.max_length) for text in texts]
+        clipped = self.clipped(texts)
         groups = np.array_split(np.argsort([len(text) for text in clipped], kind="stable"), parts)
         futures = [self._pool().submit(self._run_clipped, [clipped[i] for i in rows]) for rows in groups]
         return self._gather(groups, futures, len(texts))
@@ -415,6 +431,16 @@ def resolve_backend(model_dir: str | Path, backend: str | None = None, device: s
     return "onnx"
 
 
+def _damaged_export(error: Exception, graph: Path, model_dir: Path, refuse: bool) -> None:
+    """An export ONNX Runtime cannot load (truncated, corrupt): one line when onnx was asked for or no weights can
+    stand in (ValueError: the CLI's exit 2), else a warning before the torch backend serves, as for a stale one."""
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    damaged = f"ONNX Runtime cannot load {graph} ({first}): the file is damaged or truncated"
+    if refuse:
+        raise ValueError(f"{damaged}; re-run `hf-gru export --model {model_dir}`, or use --backend torch") from None
+    logger.warning("%s: using the torch backend; re-run `hf-gru export --model %s` to use it", damaged, model_dir)
+
+
 def load_backend(
     model_dir: str | Path,
     *,
@@ -441,6 +467,7 @@ def load_backend(
             f"{model_dir} is not a saved model: {CONFIG_FILE} is missing. Pass the --output_dir of `hf-gru train` "
             "(or any directory written by save_pretrained)."
         )
+    asked = backend
     backend = resolve_backend(model_dir, backend, device)
     if backend == "onnx":
         import_onnxruntime()  # the install hint, before anything else
@@ -453,8 +480,14 @@ def load_backend(
             raise ValueError(f"no ONNX export at {graph}; run `hf-gru export --model {model_dir}{flag}` first")
         config = AutoConfig.from_pretrained(folder)  # hf_gru registers its model type: no remote code runs
         tokenizer = load_tokenizer(str(folder if (folder / TOKENIZER_CONFIG_FILE).is_file() else model_dir))
-        logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
-        return OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
+        try:
+            classifier: Classifier = OnnxClassifier(graph, config, tokenizer, threads=threads, max_length=max_length)
+            logger.info("backend: onnx (%s, %s)", precision, graph)  # once per command: which model answers
+            return classifier
+        except Exception as error:  # ONNX Runtime's errors share no base class but their module
+            if not (isinstance(error, OSError) or type(error).__module__.startswith("onnxruntime")):
+                raise
+            _damaged_export(error, graph, model_dir, refuse=asked == "onnx" or not (model_dir / WEIGHTS_FILE).is_file())
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_classifier(model_dir, device=device)

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,37 +29,56 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServingLimits:
-    """What one request and the batches may hold; each is a `hf-gru serve` option of the same name."""
+    """What one request, one connection and the batches may hold, and how long each phase of a request may take;
+    each is a `hf-gru serve` option of the same name (README "Serving over HTTP" has them as a table)."""
 
     max_batch_texts: int = 64  # texts run together (1 turns batching across requests off)
     max_batch_tokens: int = 16384  # padded tokens (rows x longest row) in one model call
     max_wait_ms: float = 2.0  # how long a batch with room waits for requests being read
-    max_concurrent_requests: int = 512  # more at once are answered 429 with Retry-After
+    max_concurrent_requests: int = 512  # requests queued or running at once; more are answered 429 with Retry-After
     max_input_chars: int = 20_000  # longer texts: refused (413), or clipped with "truncate": true
     max_client_batch_size: int = 32  # texts in one request (TEI's --max-client-batch-size)
+    auto_truncate: bool = False  # a request without "truncate" truncates (TEI's --auto-truncate)
+    max_connections: int = 1024  # open connections; more are refused at once (503, closed)
+    max_header_bytes: int = 16384  # a request's line and headers together (400, closed)
+    max_header_count: int = 100  # headers in one request (431)
+    header_timeout: float = 10.0  # seconds from a request's first byte to its last header (408, closed)
+    body_timeout: float = 30.0  # seconds from the headers to the body's last byte (408, closed)
+    keep_alive_timeout: float = 5.0  # seconds a connection may idle before a request's first byte (closed)
+    graceful_timeout: float = 10.0  # seconds SIGTERM waits for requests in flight before exiting 0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             option = "--" + name.replace("_", "-")
-            if name == "max_wait_ms":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                    raise ValueError(f"{option} must be a number of milliseconds, 0 or more, got {value!r}")
+            kind = type(getattr(ServingLimits, name))
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{option} must be true or false, got {value!r}")
+            elif kind is float:
+                unit = "milliseconds" if name.endswith("_ms") else "seconds"
+                number = not isinstance(value, bool) and isinstance(value, (int, float)) and value != inf
+                if not number or not (value >= 0 if name == "max_wait_ms" else value > 0):
+                    more = "0 or more" if name == "max_wait_ms" else "more than 0"
+                    raise ValueError(f"{option} must be a number of {unit}, {more}, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{option} must be a positive integer, got {value!r}")
 
     @property
     def max_body_bytes(self) -> int:
-        """A body holding `max_client_batch_size` texts of `max_input_chars` characters, each JSON-escaped
-        (\\uXXXX: 6 bytes), plus room for the rest: anything larger is refused before it is read whole."""
-        return self.max_client_batch_size * 6 * self.max_input_chars + 65536
+        """The bytes a body may take on the wire (or decompressed): `max_client_batch_size` texts of `max_input_chars`
+        characters, each JSON-escaped at the worst (an emoji as json.dumps writes it, \\ud83d\\ude00: 12 bytes), plus
+        room for the rest. The real limits count characters after decoding; this one only stops a body that cannot
+        fit them before it is read whole."""
+        return self.max_client_batch_size * 12 * self.max_input_chars + 65536
 
 
 class ServerError(Exception):
     """A request that cannot be answered: TEI's `{"error", "error_type"}` body with an HTTP status."""
 
-    def __init__(self, status: int, error_type: str, message: str, retry_after: int | None = None):
+    def __init__(self, status: int, error_type: str, message: str, retry_after: int | None = None, close: bool = False):
         super().__init__(message)
         self.status, self.error_type, self.message, self.retry_after = status, error_type, message, retry_after
+        self.close = close  # answered with `Connection: close`: the rest of the request was never read
 
 
 @dataclass(eq=False)
@@ -68,6 +88,7 @@ class Job:
     texts: list[str]
     render: Callable[[np.ndarray], bytes]
     future: asyncio.Future
+    truncate: bool = True  # False: a text over the model's reading length is refused (413), not cut
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # set by the event loop when the client disconnects
 
@@ -109,10 +130,16 @@ class Metrics:
     """Counters and histograms shared by the event loop and the workers, rendered as Prometheus text."""
 
     HELP = {
-        "hf_gru_request_count": ("counter", "HTTP prediction requests received"),
+        "hf_gru_request_count": ("counter", "HTTP prediction requests received; each ends in one outcome"),
+        "hf_gru_request_outcome": (
+            "counter",
+            "how requests ended: success, client_error (4xx), server_error (5xx), "
+            "rejected (429 overloaded, 503 shutting down), dropped (unanswered: client gone)",
+        ),
         "hf_gru_request_success": ("counter", "prediction requests answered"),
         "hf_gru_request_failure": ("counter", "prediction requests refused or failed, by error_type"),
-        "hf_gru_request_dropped": ("counter", "requests whose client disconnected before the answer"),
+        "hf_gru_request_dropped": ("counter", "requests left unanswered: the client disconnected first"),
+        "hf_gru_connections_refused": ("counter", "connections closed by a limit, by reason"),
         "hf_gru_texts": ("counter", "texts classified"),
         "hf_gru_request_duration_seconds": ("histogram", "time from request received to answer ready"),
         "hf_gru_queue_duration_seconds": ("histogram", "time a request waited in the queue for a batch"),
@@ -120,8 +147,11 @@ class Metrics:
         "hf_gru_batch_size": ("histogram", "texts per batch"),
         "hf_gru_batch_requests": ("histogram", "requests per batch"),
         "hf_gru_queue_size": ("gauge", "requests waiting in the queue"),
-        "hf_gru_in_flight": ("gauge", "requests being served"),
+        "hf_gru_in_flight": ("gauge", "requests read and parsed, queued or running"),
+        "hf_gru_reading": ("gauge", "requests whose body is being read"),
+        "hf_gru_open_connections": ("gauge", "open HTTP connections"),
     }
+    LABELS = {"hf_gru_request_outcome": "outcome", "hf_gru_connections_refused": "reason"}  # else error_type
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -152,8 +182,9 @@ class Metrics:
                 lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
                 if kind == "counter":
                     found = {label: v for (n, label), v in self.counters.items() if n == name} or {"": 0}
+                    key = self.LABELS.get(name, "error_type")
                     for label, value in sorted(found.items()):
-                        lines.append(f'{name}{{error_type="{label}"}} {value:g}' if label else f"{name} {value:g}")
+                        lines.append(f'{name}{{{key}="{label}"}} {value:g}' if label else f"{name} {value:g}")
                 elif kind == "gauge":
                     lines.append(f"{name} {self.gauges[name]() if name in self.gauges else 0:g}")
                 else:
@@ -189,7 +220,7 @@ class Batcher:
         # ONNX Runtime sessions run one thread each: one worker per core. Torch spreads one call over its intra-op
         # threads, so several Python threads calling it at once would only fight over the same cores.
         self.workers = workers or (classifier.concurrent_batches if classifier.name == "onnx" else 1)
-        self.arriving = 0  # requests being read or parsed on the event loop, not queued yet (GIL-atomic int)
+        self.arriving = 0  # requests whose body started arriving within max_wait_ms, not queued yet (GIL-atomic)
         self._queue: deque[Job] = deque()
         self._condition = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -221,17 +252,26 @@ class Batcher:
     def healthy(self) -> bool:
         return not self._stopping and bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
-    def submit(self, job: Job) -> None:
-        """Queues a request that was counted in `arriving` (and no longer is, in the same step). The workers start
-        here when no lifespan started them: an app mounted inside another gets no lifespan events of its own."""
+    def submit(self, job: Job, arriving: bool = True) -> None:
+        """Queues a request; one counted in `arriving` (a body read within `max_wait_ms`) leaves it in the same step,
+        so a worker never sees it as neither. The workers start here when no lifespan started them: an app mounted
+        inside another gets no lifespan events of its own."""
         if not self._threads:
             self.start(asyncio.get_running_loop())
         with self._condition:
-            self.arriving -= 1
+            if arriving:
+                self.arriving -= 1
             if self._stopping:
                 raise ServerError(503, "unhealthy", "the server is shutting down; retry on another replica", 1)
             self._queue.append(job)
             self._condition.notify_all()
+
+    def drop_queued(self) -> list[Job]:
+        """Takes every queued request out of the queue (a stopping server out of time); returns them."""
+        with self._condition:
+            dropped = list(self._queue)
+            self._queue.clear()
+        return dropped
 
     # ------------------------------------------------------------------------------------------ worker threads
 
@@ -271,18 +311,7 @@ class Batcher:
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
             started = time.perf_counter()
-            outcomes: list[tuple[Job, Any, BaseException | None]] = []
-            try:
-                texts = [text for job in batch for text in job.texts]
-                logits = self.logits(texts)
-                start = 0
-                for job in batch:
-                    outcomes.append((job, job.render(logits[start : start + len(job.texts)]), None))
-                    start += len(job.texts)
-            except Exception as error:  # a backend failure answers these requests with a 500, the server goes on
-                logger.exception("a batch of %d requests failed", len(batch))
-                failure = ServerError(500, "backend", f"the model failed on this batch: {error}")
-                outcomes = [(job, None, failure) for job in batch]
+            outcomes = self._run(batch)
             finished = time.perf_counter()
             with self.metrics.lock:
                 for job in batch:
@@ -293,8 +322,47 @@ class Batcher:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_deliver, outcomes)
 
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Logits of `texts`, in order: clipped and tokenized once, run as calls within the token budget."""
+    def _run(self, batch: list[Job]) -> list[tuple[Job, Any, BaseException | None]]:
+        """Each request's answer body or error. A batch that fails is run again one request at a time, so that only
+        a request that breaks the model gets the error (500), and the server goes on."""
+        try:
+            return self._answers(batch)
+        except Exception as error:
+            failure = error
+        if len(batch) > 1:
+            logger.warning("a batch of %d requests failed (%s); running them one at a time", len(batch), failure)
+            return [outcome for job in batch for outcome in self._run([job])]
+        logger.error("a request of %d texts failed in the model", len(batch[0].texts), exc_info=failure)
+        return [(batch[0], None, ServerError(500, "backend", f"the model failed on this request: {failure}"))]
+
+    def _answers(self, batch: list[Job]) -> list[tuple[Job, Any, BaseException | None]]:
+        logits, tokens = self.logits([text for job in batch for text in job.texts])
+        outcomes: list[tuple[Job, Any, BaseException | None]] = []
+        start = 0
+        for job in batch:
+            rows = slice(start, start + len(job.texts))
+            start += len(job.texts)
+            too_long = None if job.truncate else self._too_long(job.texts, tokens[rows])
+            outcomes.append((job, None, too_long) if too_long else (job, job.render(logits[rows]), None))
+        return outcomes
+
+    def _too_long(self, texts: list[str], tokens: np.ndarray) -> ServerError | None:
+        """TEI's 413 for the first text longer than the model reads, when the request said `"truncate": false`.
+        Only a text whose tokens filled the model's length is tokenized again, whole, to be sure."""
+        limit = self.classifier.max_length
+        for i in np.flatnonzero(tokens >= limit):
+            with self._tokenizer_lock:
+                count = len(self.classifier.tokenizer(texts[i], truncation=False, verbose=False)["input_ids"])
+            if count > limit:
+                return ServerError(413, "validation", f"`inputs[{i}]` has {count:,} tokens, more than the {limit:,} "
+                                   f"this model reads (max_input_length); send \"truncate\": true (or start the "
+                                   f"server with --auto-truncate) to classify its first {limit:,} tokens, or shorten "
+                                   "it")  # fmt: skip
+        return None
+
+    def logits(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of `texts`, in order, and each text's token count (at most the model's length): clipped and
+        tokenized once, run as calls within the token budget."""
         clipped = [self._clip(text) for text in texts]
         encoder = self.classifier.batch_encoder
         if encoder.thread_safe:
@@ -302,9 +370,10 @@ class Batcher:
         else:
             with self._tokenizer_lock:
                 ids, mask = encoder(clipped)
-        chunks = token_chunks(mask.sum(axis=1), ids.shape[1], self.max_batch_tokens)
+        tokens = mask.sum(axis=1)
+        chunks = token_chunks(tokens, ids.shape[1], self.max_batch_tokens)
         if len(chunks) == 1:
-            return self.classifier.forward(ids, mask)
+            return self.classifier.forward(ids, mask), tokens
         logits = np.empty((len(texts), self.classifier.config.num_labels), dtype=np.float32)
         for rows in chunks:
             used = np.flatnonzero(mask[rows].any(axis=0))  # only the columns these rows use
@@ -312,7 +381,7 @@ class Batcher:
             logits[rows] = self.classifier.forward(
                 np.ascontiguousarray(ids[rows, columns]), np.ascontiguousarray(mask[rows, columns])
             )
-        return logits
+        return logits, tokens
 
     def _clip(self, text: str) -> str:
         if len(text) <= self._clip_above:

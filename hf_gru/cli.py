@@ -149,13 +149,14 @@ def _add_backend_options(parser: argparse.ArgumentParser, batch_size: int) -> No
 def _serve(args: argparse.Namespace) -> int:
     """Load the model and bind the port first (each failure one line, before anything listens), then serve."""
     from .backends import load_backend
-    from .hub import local_model
+    from .hub import local_model, snapshot_revision
     from .serving import ServingLimits, bind, create_app, serve  # fastapi: the serve extra
 
     limits = ServingLimits(**{name: getattr(args, name) for name in ServingLimits.__dataclass_fields__})
     model_dir = local_model(args.model)
     classifier = load_backend(model_dir, backend=args.backend, precision=args.precision, threads=args.threads)
-    app = create_app(classifier, limits=limits, model_id=args.model, precision=args.precision)
+    app = create_app(classifier, limits=limits, model_id=args.model, precision=args.precision,
+                     model_sha=snapshot_revision(model_dir))  # fmt: skip
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     print(f"serving {args.model} ({classifier.name} {args.precision}) on http://{host}:{port} "
@@ -187,19 +188,32 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (
         ("max_batch_texts", "texts run together; 1 turns batching across requests off"),
         ("max_batch_tokens", "padded tokens (texts x longest) per model call"),
-        ("max_concurrent_requests", "requests served at once; more are answered 429 with Retry-After"),
+        ("max_concurrent_requests", "requests queued or running at once; more are answered 429 with Retry-After"),
         ("max_input_chars", "longer texts are refused (413) unless the request says truncate: true"),
         ("max_client_batch_size", "texts per request"),
+        ("max_connections", "open connections; more are refused at once (503)"),
+        ("max_header_bytes", "bytes of a request's line and headers (400 beyond)"),
+        ("max_header_count", "headers per request (431 beyond)"),
     ):
         option = "--" + name.replace("_", "-")
         parser.add_argument(option, dest=name, type=_positive_int, default=getattr(defaults, name),
                             help=f"{help_text} (default: {getattr(defaults, name)})")  # fmt: skip
+    for name, help_text in (
+        ("max_wait_ms", "milliseconds a batch with room waits for requests being read"),
+        ("header_timeout", "seconds from a request's first byte to its last header (408)"),
+        ("body_timeout", "seconds from a request's headers to its body's last byte (408)"),
+        ("keep_alive_timeout", "seconds a connection may idle before a request (then closed)"),
+        ("graceful_timeout", "seconds SIGTERM waits for requests in flight"),
+    ):
+        option = "--" + name.replace("_", "-")
+        parser.add_argument(option, dest=name, type=float, default=getattr(defaults, name),
+                            help=f"{help_text} (default: {getattr(defaults, name):g})")  # fmt: skip
     parser.add_argument(
-        "--max-wait-ms",
-        dest="max_wait_ms",
-        type=float,
-        default=defaults.max_wait_ms,
-        help="how long a batch with room waits for requests being read (default: %(default)s)",
+        "--auto-truncate",
+        dest="auto_truncate",
+        action="store_true",
+        help='a request that does not say "truncate" is truncated to what the model reads (TEI\'s; default: '
+        "such a text is refused, 413)",
     )
 
 

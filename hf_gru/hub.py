@@ -275,6 +275,14 @@ def local_model(model: str) -> str:
         raise ValueError(message) from None
 
 
+def snapshot_revision(model_dir: str | Path) -> str | None:
+    """The Hub commit a model folder from `local_model` was downloaded at (its snapshot folder's name), or None
+    for a folder of the user's own."""
+    path = Path(model_dir).resolve()
+    is_commit = len(path.name) == 40 and all(c in "0123456789abcdef" for c in path.name)
+    return path.name if is_commit and path.parent.name == "snapshots" else None
+
+
 def _default_commit_message(model_dir: Path) -> str:
     results = json.loads((model_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     for key in ("test_accuracy", "eval_accuracy"):

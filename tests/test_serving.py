@@ -106,9 +106,9 @@ def raw_logits(answer: list[dict], config) -> np.ndarray:
 # --------------------------------------------------------------------------------------- acceptance: the client
 
 
-def start_cli_server(model: Path, prelude: str = "") -> tuple[subprocess.Popen, str]:
+def start_cli_server(model: Path, prelude: str = "", options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """`hf-gru serve --port 0` in its own process; returns it and its base URL (from the line it prints)."""
-    argv = ["serve", "--model", str(model), "--port", "0"]
+    argv = ["serve", "--model", str(model), "--port", "0", *options]
     code = f"{prelude}\nfrom hf_gru.cli import main\nraise SystemExit(main({argv!r}))"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
@@ -130,7 +130,7 @@ def test_inference_client_gives_hf_gru_predicts_labels_on_1000_sst2_texts(model_
     expected = [json.loads(line)["label"] for line in output.read_text(encoding="utf-8").splitlines()]
     assert set(expected) == set(LABELS)  # a model whose labels vary: the comparison below can fail
 
-    process, base = start_cli_server(model_dir)
+    process, base = start_cli_server(model_dir, options=("--auto-truncate",))  # as `predict`: longer texts are cut
     try:
         client = InferenceClient(base_url=base)
         with ThreadPoolExecutor(8) as pool:  # concurrent clients: answers come from shared batches
@@ -256,7 +256,8 @@ def test_batched_requests_equal_each_text_classified_alone(classifier, sst2):
 
             async def one(text: str) -> list[dict]:
                 async with gate:
-                    response = await client.post("/predict", json={"inputs": text, "raw_scores": True}, timeout=60)
+                    body = {"inputs": text, "raw_scores": True, "truncate": True}  # the long one: its first tokens
+                    response = await client.post("/predict", json=body, timeout=60)
                     return response.json()
 
             return await asyncio.gather(*(one(text) for text in texts))
@@ -389,7 +390,7 @@ def test_2000_requests_at_concurrency_64_end_with_no_error_and_no_lost_answer(cl
 
             return await asyncio.gather(*(one(text) for text in texts))
 
-    with running(create_app(classifier)) as base:
+    with running(create_app(classifier, limits=ServingLimits(auto_truncate=True))) as base:  # as `predict` does
         answers = asyncio.run(load(base))
         assert metric(base, "hf_gru_request_success") == len(texts)
         assert "hf_gru_request_failure " in httpx.get(f"{base}/metrics").text  # the zero line, no error_type
