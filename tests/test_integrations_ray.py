@@ -158,3 +158,22 @@ def test_datatrove_step_under_ray_executor(bulk_model, classifier, ray_cluster, 
     assert labelled == expected
     stats = json.loads((tmp_path / "logs" / "stats.json").read_text())
     assert next(step for step in stats if "hf_gru" in step["name"])["stats"]["total"] == 800
+
+
+def test_predictor_reads_missing_values_as_blank_and_refuses_to_replace_a_column(bulk_model, classifier):
+    import pandas as pd
+    import pyarrow as pa
+
+    from hf_gru.integrations.ray import GRUPredictor
+
+    predictor = GRUPredictor(str(bulk_model))  # called as an actor calls it, no Ray needed
+    frame = pd.DataFrame({"id": [1, 2, 3, 4], "text": ["a fine film", None, float("nan"), "dull"]})
+    out = predictor(frame)
+    assert list(out.columns) == ["id", "text", "label", "score"] and out["label"][1:3].isna().all()
+    assert out["label"][0] == next(iter(classifier.classify(["a fine film"]))).label
+    table = predictor(pa.table({"review": ["dull", ""], "stars": [1, 2]}))  # the column training would detect
+    assert table.column_names == ["review", "stars", "label", "score"] and table.column("label")[1].as_py() is None
+    with pytest.raises(ValueError, match="already has a column 'label'; pass prefix='pred_'"):
+        predictor({"text": np.array(["dull"], dtype=object), "label": np.array(["negative"], dtype=object)})
+    with pytest.raises(ValueError, match="the Ray dataset: "):
+        GRUPredictor(str(bulk_model), text_column="body")({"text": np.array(["dull"], dtype=object)})

@@ -144,8 +144,9 @@ def label_corpus(
     model_dir = local_model(model)
     # the model and backend are checked here (one line for a missing export), before any worker starts
     chosen = load_backend(model_dir, backend=backend, precision=precision, threads=1).name
+    worker_model = str(Path(model).resolve()) if Path(model).exists() else model  # the same on every node
     settings = {
-        "model": model, "model_sha256": model_fingerprint(model_dir), "precision": precision,
+        "model": worker_model, "model_sha256": model_fingerprint(model_dir), "precision": precision,
         "text_column": text_column, "output_format": output_format,
     }  # fmt: skip
     summary = CorpusSummary(output_dir=str(output_dir))
@@ -166,7 +167,6 @@ def label_corpus(
                 "backend": chosen, "precision": precision, "threads": threads or 1, "batch_size": batch_size,
                 "text_column": text_column, "output_format": output_format,
             }  # fmt: skip
-            worker_model = str(Path(model).resolve()) if Path(model).exists() else model  # the same on every node
             _run(worker_model, options, pending, summary, progress)
         finally:
             if started:
