@@ -5,10 +5,11 @@ and the first 250 k of them, written as Parquet shards of 62,500 texts (Ray's in
 (the local predictor's input). The model: the sst2 student `benchmarks/serve_load.py` trains (`hf-gru train --preset
 student`, 1 epoch, exported to ONNX). Every system is the real command in its own process, one after another on the
 same cores, writing JSON Lines with the texts (the same work); a sampler reads the memory of the command's whole
-process tree (driver, Ray's processes, its workers) four times a second. Nothing here asserts a timing: the
+process tree (driver, Ray's processes, its workers) four times a second. 2-core rows run on both corpora, 1-core
+rows on the small one. Nothing here asserts a timing: the
 issue's targets are computed and reported, met or not.
 
-    python benchmarks/bulk_predict.py            # the full run (~25 min); results/bulk_predict.json, BENCHMARKS.md
+    python benchmarks/bulk_predict.py            # the full run (~15 min); results/bulk_predict.json, BENCHMARKS.md
     python benchmarks/bulk_predict.py --smoke    # 20 k and 5 k texts, nothing written
     python benchmarks/bulk_predict.py --report-only
 """
@@ -165,16 +166,17 @@ def _label_counts(output: Path) -> dict[str, int]:
     return dict(sorted((str(k), v) for k, v in counts.items()))
 
 
-def systems(model: Path, folder: Path, size_tag: str, full: bool) -> list[tuple[str, list[str], Path]]:
-    """(key, argv, output) of each command measured on one corpus; 1-core rows only on the full-size corpus."""
+def systems(model: Path, folder: Path, size_tag: str, one_core: bool) -> list[tuple[str, list[str], Path]]:
+    """(key, argv, output) of each command measured on one corpus; the 1-core rows only where asked (the small
+    corpus: at 1 core the large one takes 5 minutes a row, and the team's lock is shared)."""
     local_out, ray_out = WORK / f"local-{size_tag}.jsonl", WORK / f"ray-{size_tag}"
     local = ["predict", "--model", str(model), "--input", str(folder / "all.parquet"), "--output", str(local_out),
              "--overwrite"]  # fmt: skip
     ray = ["predict", "--engine", "ray", "--model", str(model), "--input", str(folder / "shards"), "--output",
            str(ray_out), "--output-format", "jsonl"]  # fmt: skip
-    one_core = [("local_1", [*local, "--threads", "1"], local_out), ("ray_1", [*ray, "--workers", "1"], ray_out)]
-    two_cores = [("local_2", [*local, "--threads", "2"], local_out), ("ray_2", [*ray, "--workers", "2"], ray_out)]
-    return (one_core if full else []) + two_cores
+    ones = [("local_1", [*local, "--threads", "1"], local_out), ("ray_1", [*ray, "--workers", "1"], ray_out)]
+    twos = [("local_2", [*local, "--threads", "2"], local_out), ("ray_2", [*ray, "--workers", "2"], ray_out)]
+    return (ones if one_core else []) + twos
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder = WORK / f"corpus-{size}"
         corpora[size] = write_corpus(texts[:size], folder, shard_rows)
         log(f"corpus of {size:,} texts: {corpora[size]['shards']} shards, {corpora[size]['mean_chars']} chars a text")
-        for key, argv, output in systems(model, folder, str(size), full=index == 0):
+        for key, argv, output in systems(model, folder, str(size), one_core=index == 1):
             rows.append(run_system(key, argv, output, size))
         shutil.rmtree(folder, ignore_errors=True)
     return {"machine": machine(), "student": student, "sizes": list(sizes), "shard_rows": shard_rows,
@@ -207,22 +209,25 @@ def _row(rows: list[dict], system: str, texts: int) -> dict[str, Any]:
 
 
 def acceptance(rows: list[dict], sizes: tuple[int, ...] | list[int]) -> list[dict[str, Any]]:
-    """The issue's targets, from this run: Ray's overhead at equal cores, 2 workers against 1, memory flat in the
-    number of texts (peak at the large corpus against the small, 4x fewer texts), the same labels everywhere."""
+    """The issue's targets, from this run: Ray's overhead at equal cores (2 cores on the large corpus, 1 core on the
+    small), 2 workers against 1 (small corpus), memory flat in the number of texts (peak at the large corpus against
+    the small, 4x fewer texts), the same labels everywhere."""
     big, small = sizes
 
     def tps(system: str, texts: int = big) -> float:
+        if system.endswith("_1"):
+            texts = small
         return _row(rows, system, texts)["texts_per_second"]
 
     def growth(system: str, field: str) -> float:
         return _row(rows, system, big)[field] / _row(rows, system, small)[field]
 
     bars = [
-        ("Ray's overhead at 1 core: 1 - (ray, 1 worker) / (local, 1 thread)", 1 - tps("ray_1") / tps("local_1"), 0.15,
-         "<="),
-        ("Ray's overhead at 2 cores: 1 - (ray, 2 workers) / (local, 2 threads)", 1 - tps("ray_2") / tps("local_2"),
-         0.15, "<="),
-        ("ray, 2 workers / 1 worker", tps("ray_2") / tps("ray_1"), 1.7, ">="),
+        ("Ray's overhead at 1 core (small corpus): 1 - (ray, 1 worker) / (local, 1 thread)",
+         1 - tps("ray_1") / tps("local_1"), 0.15, "<="),
+        ("Ray's overhead at 2 cores (large corpus): 1 - (ray, 2 workers) / (local, 2 threads)",
+         1 - tps("ray_2") / tps("local_2"), 0.15, "<="),
+        ("ray, 2 workers / 1 worker (small corpus)", tps("ray_2", small) / tps("ray_1"), 1.7, ">="),
         ("ray driver's peak memory, 4x the texts", growth("ray_2", "driver_peak_mib"), 1.1, "<="),
         ("ray worker's peak memory, 4x the texts", growth("ray_2", "worker_peak_mib"), 1.1, "<="),
         ("local predictor's peak memory, 4x the texts", growth("local_2", "driver_peak_mib"), 1.1, "<="),
