@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
@@ -57,6 +57,7 @@ class Prediction:
     text: str
     label: str | None
     score: float | None
+    logits: np.ndarray | None = field(default=None, repr=False)  # the model's raw row, for callers that ask for it
 
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -249,11 +250,11 @@ class Classifier(ABC):
             logits = torch.from_numpy(self.predict_logits([chunk[i] for i in present], batch_size=batch_size))
             probabilities = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
             scores, ids = probabilities.max(dim=-1)
-            found = dict(zip(present, zip(ids.tolist(), scores.tolist())))
+            found = dict(zip(present, zip(ids.tolist(), scores.tolist(), logits.numpy())))
             for i, text in enumerate(chunk):
                 if i in found:
-                    label_id, score = found[i]
-                    yield Prediction(text=text, label=id2label[label_id], score=round(score, 6))
+                    label_id, score, row = found[i]
+                    yield Prediction(text=text, label=id2label[label_id], score=round(score, 6), logits=row)
                 else:
                     yield Prediction(text="", label=None, score=None)
 

@@ -81,6 +81,13 @@ def _predict(args: argparse.Namespace) -> int:
     from .hub import local_model
     from .predict import predict_file, write_predictions_atomically
 
+    if args.engine == "ray":
+        return _predict_ray(args)
+    for option, value in (("--workers", args.workers), ("--ray-address", args.ray_address),
+                          ("--output-format", args.output_format)):  # fmt: skip
+        if value is not None:
+            raise ValueError(f"{option} is an option of --engine ray; add --engine ray, or drop {option}")
+
     def write(handle) -> int:  # after the output was checked: nothing is downloaded or loaded for a bad --output
         model_dir = local_model(args.model)
         classifier = load_backend(
@@ -100,6 +107,28 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         count = write_predictions_atomically(args.output, args.input, overwrite=args.overwrite, write=write)
     logger.info("wrote %d predictions to %s", count, args.output or "stdout")
+    return 0
+
+
+def _predict_ray(args: argparse.Namespace) -> int:
+    from .integrations.ray_job import label_corpus
+
+    if args.output is None:
+        raise ValueError("--engine ray writes one output shard per input shard: pass --output DIR")
+    if args.device not in (None, "cpu"):
+        raise ValueError("--engine ray runs its workers on CPUs; drop --device")
+    summary = label_corpus(
+        args.model, args.input, args.output, workers=args.workers, ray_address=args.ray_address,
+        text_column=args.text_column, output_format=args.output_format or "parquet", batch_size=args.batch_size,
+        backend=args.backend, precision=args.precision, threads=args.threads, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(summary.describe())
+    if summary.failed:
+        for shard, error in summary.failed:
+            print(f"hf-gru: error: {shard}: {error}", file=sys.stderr)
+        print("hf-gru: rerun the same command once these shards are fixed: finished shards are skipped",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 
@@ -300,13 +329,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--input",
         required=True,
-        help=".csv/.tsv/.jsonl/.json (optionally .gz) read by extension like training data; any other file is "
-        "plain text, one text a line",
+        help=".csv/.tsv/.jsonl/.json/.parquet (optionally .gz) read by extension like training data; any other file "
+        "is plain text, one text a line. With --engine ray: a GLOB, a DIR or a Hub dataset id (one shard a file)",
     )
     predict.add_argument("--text-column", dest="text_column", help="column holding the text (structured files)")
-    predict.add_argument("--output", default=None, help="JSON Lines file to write (default: stdout)")
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file (atomically)")
+    predict.add_argument(
+        "--output", default=None, help="JSON Lines file to write (default: stdout); with --engine ray: a DIR"
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (atomically); with --engine ray: label finished shards again",
+    )
     _add_backend_options(predict, batch_size=64)
+    predict.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: the shards of --input on a Ray actor pool, one output shard each, "
+        "resumable (pip install 'hf-gru[ray]')",
+    )
+    predict.add_argument("--workers", type=_positive_int, default=None, help="Ray actors, one CPU each (default: "
+                         "the cluster's CPUs)")  # fmt: skip
+    predict.add_argument("--ray-address", dest="ray_address", default=None,
+                         help="a running Ray cluster ('auto' finds it; default: start a local Ray)")  # fmt: skip
+    predict.add_argument("--output-format", dest="output_format", choices=("parquet", "jsonl"), default=None,
+                         help="the output shards' format with --engine ray (default: parquet)")  # fmt: skip
 
     export = commands.add_parser("export", help="write an ONNX graph (+ int8) for ONNX Runtime and optimum")
     export.add_argument("--model", required=True, help="a trained model directory")

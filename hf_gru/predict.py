@@ -68,6 +68,27 @@ def read_input(path: str | Path, text_column: str | None = None) -> Iterator[tup
     return records
 
 
+def predict_records(
+    classifier: Classifier, input_path: str | Path, *, batch_size: int = 64, text_column: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """`{line, text, label, score}` for each input record, streamed with flat memory: what `predict_file` writes,
+    for writers of other formats (`hf-gru predict --engine ray` shards). The input is checked before this returns."""
+    check_positive(batch_size, "--batch-size")
+    records = read_input(input_path, text_column)
+    numbers: deque[int] = deque()  # line numbers of the records read ahead, consumed in order: memory stays flat
+
+    def texts() -> Iterator[str | None]:
+        for number, text in records:
+            numbers.append(number)
+            yield text
+
+    def predictions() -> Iterator[dict[str, Any]]:
+        for prediction in classifier.classify(texts(), batch_size=batch_size):
+            yield {"line": numbers.popleft(), **prediction_record(prediction)}
+
+    return predictions()
+
+
 def predict_file(
     model_dir: str | Path,
     input_path: str | Path,
@@ -89,25 +110,19 @@ def predict_file(
     check_positive(batch_size, "--batch-size")
     if classifier is None:
         classifier = load_backend(model_dir, backend=backend, threads=threads, device=device, max_length=max_length)
-    records = read_input(input_path, text_column)
-    numbers: deque[int] = deque()  # line numbers of the records read ahead, consumed in order: memory stays flat
-
-    def texts() -> Iterator[str | None]:
-        for number, text in records:
-            numbers.append(number)
-            yield text
-
+    records = predict_records(classifier, input_path, batch_size=batch_size, text_column=text_column)
     count = 0
     with tqdm(desc="predict", unit=" texts", disable=not progress) as bar:
-        for prediction in classifier.classify(texts(), batch_size=batch_size):
-            record: dict[str, Any] = {"line": numbers.popleft(), **_public(prediction)}
+        for record in records:
             output.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
             bar.update()
     return count
 
 
-def _public(prediction: Prediction) -> dict[str, Any]:
+def prediction_record(prediction: Prediction) -> dict[str, Any]:
+    """What predict writes for one text: the one mapping every output (JSON Lines, Ray columns, datatrove
+    metadata) takes its fields from."""
     return {"text": prediction.text, "label": prediction.label, "score": prediction.score}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.bulk import bulk_model, ray_cluster  # noqa: F401  (fixtures: a tiny exported model, a local Ray)
 from fixtures.hub_server import local_hub  # noqa: F401  (fixture: a local Hub-compatible server)
 
 from hf_gru import run_directory

@@ -70,17 +70,21 @@ def _text_records(path: Path) -> Iterator[tuple[int, str | None]]:
         yield number, line if line.strip() else None
 
 
-def _text_of(row: dict[str, Any], columns: Sequence[str]) -> str | None:
-    """The row's text the way training builds it: non-blank parts of ``columns`` joined by newlines."""
+def record_text(row: dict[str, Any], columns: Sequence[str]) -> str | None:
+    """The row's text the way training builds it: non-blank parts of ``columns`` joined by newlines (None: blank).
+
+    Also what the Ray and datatrove adapters call on their batches, so every engine reads a row the same way."""
     parts = [str(row[c]) for c in columns if row.get(c) is not None and str(row[c]).strip()]
     return "\n".join(parts) if parts else None
 
 
-def _columns(names: Sequence[str], text_column: str | None, path: Path) -> tuple[str, ...]:
+def text_columns(names: Sequence[str], text_column: str | None, where: str | Path) -> tuple[str, ...]:
+    """The columns holding the text: ``text_column`` (comma-separated names) or the one training would detect;
+    a ValueError naming ``where`` (a file, a dataset) and the columns it has otherwise."""
     try:
         return _pick_columns(text_column, TEXT_COLUMN_CANDIDATES, list(names), "text")
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _csv_records(path: Path, text_column: str | None, delimiter: str) -> Iterator[tuple[int, str | None]]:
@@ -89,7 +93,7 @@ def _csv_records(path: Path, text_column: str | None, delimiter: str) -> Iterato
     lines.close()
     if not header:
         raise DataFileError(path, None, "the file is empty (a header row naming the text column is expected)")
-    columns = _columns(header, text_column, path)
+    columns = text_columns(header, text_column, path)
 
     def records() -> Iterator[tuple[int, str | None]]:
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV as training reads it
@@ -98,7 +102,7 @@ def _csv_records(path: Path, text_column: str | None, delimiter: str) -> Iterato
         start = reader.line_num + 1  # the line the next record starts on (a quoted field may span lines)
         for row in reader:
             if row:  # a blank line is no record
-                yield start, _text_of(dict(zip(header, row)), columns)
+                yield start, record_text(dict(zip(header, row)), columns)
             start = reader.line_num + 1
 
     return records()
@@ -137,7 +141,7 @@ def _rows(path: Path, numbered: Iterator[tuple[int, Any]], text_column: str | No
     first = next((row for _, row in pending if row is not None), None)
     if first is not None and not isinstance(first, dict):
         raise DataFileError(path, pending[-1][0], f"expected a JSON object with a text field, got {first!r:.80}")
-    columns = _columns(list(first or {}), text_column, path) if first is not None else ()
+    columns = text_columns(list(first or {}), text_column, path) if first is not None else ()
 
     def records() -> Iterator[tuple[int, str | None]]:
         for number, row in itertools.chain(pending, numbered):
@@ -146,7 +150,7 @@ def _rows(path: Path, numbered: Iterator[tuple[int, Any]], text_column: str | No
             elif not isinstance(row, dict):
                 raise DataFileError(path, number, f"expected a JSON object with a text field, got {row!r:.80}")
             else:
-                yield number, _text_of(row, columns)
+                yield number, record_text(row, columns)
 
     return records()
 
@@ -155,13 +159,13 @@ def _parquet_records(path: Path, text_column: str | None) -> Iterator[tuple[int,
     import pyarrow.parquet as pq
 
     handle = pq.ParquetFile(_open_binary(path) if path.suffix.lower() in (".gz", ".bz2", ".xz") else path)
-    columns = _columns(handle.schema_arrow.names, text_column, path)
+    columns = text_columns(handle.schema_arrow.names, text_column, path)
 
     def records() -> Iterator[tuple[int, str | None]]:
         number = 0
         for batch in handle.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns)):
             for row in batch.to_pylist():
                 number += 1
-                yield number, _text_of(row, columns)
+                yield number, record_text(row, columns)
 
     return records()
