@@ -157,6 +157,15 @@ class FastTextOvaFit(MultiLabelFit):
         return np.clip(scores, 0.0, 1.0)  # fastText adds 1e-5 to every probability
 
 
+class TfidfRidgeFit(RegressionFit):
+    def __init__(self, features: Any, regressor: Any, settings: dict[str, Any]) -> None:
+        self.features, self.regressor = features, regressor
+        super().__init__(settings, int(regressor.coef_.size + 1))
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return self.regressor.predict(self.features.transform(texts))
+
+
 class Model2VecMultiLabelFit(MultiLabelFit):
     """Model2Vec's multi-label classifier in the peers' venv (`peers.Model2VecPeer`'s worker)."""
 
@@ -292,15 +301,6 @@ def _fit_tfidf_ridge(
     pearson, alpha, regressor = best
     picked = {"alpha": alpha, "validation_pearson": round(pearson, 4), "features": int(x_train.shape[1])}
     return TfidfRidgeFit(features, regressor, picked)
-
-
-class TfidfRidgeFit(RegressionFit):
-    def __init__(self, features: Any, regressor: Any, settings: dict[str, Any]) -> None:
-        self.features, self.regressor = features, regressor
-        super().__init__(settings, int(regressor.coef_.size + 1))
-
-    def predict(self, texts: list[str]) -> np.ndarray:
-        return self.regressor.predict(self.features.transform(texts))
 
 
 def _fit_model2vec(
