@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ WORKER = Path(__file__).resolve().parent / "model2vec_worker.py"
 SEED = 42
 # fastText's search space (Joulin et al. 2017 tune lr and bigrams; epochs matter on sets of a few thousand texts).
 FASTTEXT_GRID = {"lr": (0.1, 0.25, 0.5, 1.0), "epoch": (5, 10, 25), "wordNgrams": (1, 2)}
+FASTTEXT_DIM = 100
 TFIDF_C = (1.0, 4.0, 16.0)
 CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef])")
 
@@ -92,30 +94,32 @@ class Peer:
         """Release a worker process, if any."""
 
 
-class TfidfPeer(Peer):
-    """Word 1–2-gram + character n-gram TF-IDF, logistic regression with C picked on validation.
+def tfidf_features(chinese: bool) -> Any:
+    """Word 1–2-gram + character n-gram TF-IDF (unfitted), shared by every TF-IDF peer.
 
     Chinese has no spaces: word n-grams would be whole clauses, so characters 1–3 carry the signal there.
     """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    common = {"min_df": 2, "sublinear_tf": True, "max_features": 500_000}
+    return FeatureUnion(
+        [
+            ("word", TfidfVectorizer(ngram_range=(1, 2), **common)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3) if chinese else (2, 5), **common)),
+        ]
+    )
+
+
+class TfidfPeer(Peer):
+    """TF-IDF features (`tfidf_features`), logistic regression with C picked on validation."""
 
     key = "tfidf_lr"
-
-    def _features(self, chinese: bool) -> Any:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.pipeline import FeatureUnion
-
-        common = {"min_df": 2, "sublinear_tf": True, "max_features": 500_000}
-        return FeatureUnion(
-            [
-                ("word", TfidfVectorizer(ngram_range=(1, 2), **common)),
-                ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3) if chinese else (2, 5), **common)),
-            ]
-        )
 
     def fit(self, train: Split, validation: Split, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression
 
-        self.features = self._features(is_chinese(train.texts))
+        self.features = tfidf_features(is_chinese(train.texts))
         x_train = self.features.fit_transform(train.texts)
         x_validation = self.features.transform(validation.texts)
         candidates = [settings["C"]] if settings and "C" in settings else TFIDF_C
@@ -143,54 +147,117 @@ def fasttext_tokens(text: str) -> str:
     return " ".join(text.split())
 
 
+def train_fasttext(
+    path: str, lr: float, epoch: int, word_ngrams: int, loss: str = "softmax", start_vectors: str = ""
+) -> Any:
+    """`fasttext.train_supervised` on one thread, our fixed settings; `loss="ova"` for multi-label;
+    `start_vectors` a `.vec` file of every word's first vector (`fasttext_start_vectors`)."""
+    import fasttext
+
+    return fasttext.train_supervised(
+        input=path, lr=lr, epoch=epoch, wordNgrams=word_ngrams, dim=FASTTEXT_DIM, minCount=1, thread=1, seed=SEED,
+        verbose=0, bucket=2_000_000 if word_ngrams > 1 else 0, loss=loss, pretrainedVectors=start_vectors,
+    )  # fmt: skip
+
+
+def fasttext_start_vectors(path: str, output: str) -> None:
+    """Write a `.vec` file giving every word of the training file `path` a seeded uniform(±1/dim) first vector.
+
+    fastText 0.9.3 on one thread draws only the first tenth of its input matrix (`DenseMatrix::uniform` splits it in
+    ten blocks, one per thread: facebookresearch/fastText#1061) and leaves the rest as the allocator hands it back:
+    zeros from fresh pages, but an earlier model's weights or NaN from reused ones, so that one setting trains
+    differently with what ran before it in the process (measured: intermittent "Encountered NaN" on a few hundred
+    lines). Words read from a file fill every word row; n-gram buckets (2M rows) always get fresh, zeroed pages."""
+    words = set(re.split(r"[ \t\n\v\f\r\0]+", Path(path).read_text(encoding="utf-8")))
+    words = sorted(w for w in words if w and not w.startswith("__label__")) + ["</s>"]  # fastText's end of line
+    vectors = np.random.default_rng(SEED).uniform(-1 / FASTTEXT_DIM, 1 / FASTTEXT_DIM, (len(words), FASTTEXT_DIM))
+    with open(output, "w", encoding="utf-8") as handle:
+        handle.write(f"{len(words)} {FASTTEXT_DIM}\n")
+        handle.writelines(f"{word} {' '.join(f'{x:.6g}' for x in row)}\n" for word, row in zip(words, vectors))
+
+
+def fasttext_grid(settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """FASTTEXT_GRID's points, each setting that `settings` names held at its value."""
+    import itertools
+
+    axes = {
+        name: (settings[name],) if settings and name in settings else values for name, values in FASTTEXT_GRID.items()
+    }
+    return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
+
+
+def fasttext_search(
+    lines: Iterable[str],
+    grid: list[dict[str, Any]],
+    score: Callable[[Any], tuple[float, dict[str, Any]]],
+    loss: str = "softmax",
+    seeded_start: bool = False,
+) -> tuple[float, dict[str, Any], Any, int]:
+    """Train on `lines` (fastText's `__label__x tokens` format) at every grid point, keeping the best by
+    `score(model)` → (validation figure, what it picked beside the grid point: a threshold, say). `seeded_start`:
+    every word's first vector from `fasttext_start_vectors` (the single-label peer keeps fastText's own start, so
+    that its published figures stay as measured).
+
+    Returns (figure, settings, model, grid size)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
+        handle.writelines(line + "\n" for line in lines)
+        path = handle.name
+    start_vectors = path[: -len(".txt")] + ".vec" if seeded_start else ""
+    best = None
+    try:
+        if start_vectors:
+            fasttext_start_vectors(path, start_vectors)
+        for point in grid:
+            try:
+                model = train_fasttext(
+                    path, point["lr"], point["epoch"], point["wordNgrams"], loss=loss, start_vectors=start_vectors
+                )
+            except RuntimeError:  # "Encountered NaN": the learning rate is too high for this set; next one
+                continue
+            value, extra = score(model)
+            if best is None or value > best[0]:
+                best = (value, {**point, **extra}, model)
+            del model
+    finally:
+        for name in (path, start_vectors):
+            if name and os.path.exists(name):
+                os.unlink(name)
+    if best is None:
+        raise RuntimeError(
+            f"fastText hit NaN at every grid point {grid}: learning rates too high for this set, or (without "
+            "seeded_start) its uninitialised input rows; see fasttext_start_vectors"
+        )
+    return (*best, len(grid))
+
+
+def fasttext_parameters(model: Any) -> int:
+    rows = model.get_input_matrix().shape
+    return int(rows[0] * rows[1] + model.get_output_matrix().size)
+
+
 class FastTextPeer(Peer):
     """`fasttext.train_supervised` on one thread (deterministic); lr, epoch and wordNgrams picked on validation."""
 
     key = "fasttext"
 
-    def _train(self, path: str, lr: float, epoch: int, word_ngrams: int) -> Any:
-        import fasttext
-
-        return fasttext.train_supervised(
-            input=path, lr=lr, epoch=epoch, wordNgrams=word_ngrams, dim=100, minCount=1, thread=1, seed=SEED,
-            verbose=0, bucket=2_000_000 if word_ngrams > 1 else 0,
-        )  # fmt: skip
-
     def fit(self, train: Split, validation: Split, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-        import itertools
-        import tempfile
+        lines = (f"__label__{label} {fasttext_tokens(text)}" for text, label in zip(train.texts, train.labels))
 
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
-            for text, label in zip(train.texts, train.labels):
-                handle.write(f"__label__{label} {fasttext_tokens(text)}\n")
-            path = handle.name
-        try:
-            if settings and {"lr", "epoch", "wordNgrams"} <= set(settings):
-                grid = [(settings["lr"], settings["epoch"], settings["wordNgrams"])]
-            else:
-                grid = list(itertools.product(*FASTTEXT_GRID.values()))
-            best = None
-            for lr, epoch, ngrams in grid:
-                try:
-                    self.model = self._train(path, lr, epoch, ngrams)
-                except RuntimeError:  # "Encountered NaN": the learning rate is too high for this set; next one
-                    continue
-                score = accuracy(self.predict(validation.texts), validation.labels)
-                if best is None or score > best[0]:
-                    best = (score, (lr, epoch, ngrams), self.model)
-        finally:
-            os.unlink(path)
-        score, (lr, epoch, ngrams), self.model = best
-        return {"lr": lr, "epoch": epoch, "wordNgrams": ngrams, "validation_accuracy": round(score, 4),
-                "grid_size": len(grid)}  # fmt: skip
+        def score(model: Any) -> tuple[float, dict[str, Any]]:
+            self.model = model
+            return accuracy(self.predict(validation.texts), validation.labels), {}
+
+        score_value, picked, self.model, grid_size = fasttext_search(lines, fasttext_grid(settings), score)
+        return {**picked, "validation_accuracy": round(score_value, 4), "grid_size": grid_size}
 
     def predict(self, texts: list[str]) -> np.ndarray:
         labels, _ = self.model.predict([fasttext_tokens(t) for t in texts])
         return np.asarray([int(label[0][len("__label__") :]) for label in labels])
 
     def parameters(self) -> int:
-        rows = self.model.get_input_matrix().shape
-        return int(rows[0] * rows[1] + self.model.get_output_matrix().size)
+        return fasttext_parameters(self.model)
 
 
 # ----------------------------------------------------------------------------------------------------- Model2Vec
